@@ -1,0 +1,76 @@
+"""The only backend-specific code in the project.
+
+`select(name)` must run before anything imports Keras: it sets ``KERAS_BACKEND`` and the environment a
+framework reads at import time (JAX's memory preallocation, TensorFlow's log level). `configure()` then sets
+what can only be set once the framework is imported (TensorFlow memory growth, determinism, PyTorch threads),
+and `describe()` reports the backend, its framework version and its devices for ``metrics.json``.
+
+    import backends
+    backends.select("jax")          # before `import keras`
+    import keras
+    backends.configure(deterministic=True)
+    backends.describe()  # {"backend": "jax", "framework_version": "0.10.2", "devices": ["cpu:0"], ...}
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+
+NAMES = ("jax", "tensorflow", "torch")
+_FRAMEWORK = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that does not exist or is not installed."""
+
+
+def installed() -> list[str]:
+    """Backends whose framework can be imported in this environment."""
+    return [name for name in NAMES if importlib.util.find_spec(_FRAMEWORK[name]) is not None]
+
+
+def _module(name: str):
+    return importlib.import_module(f"backends.{name}")
+
+
+def select(name: str | None = None, deterministic: bool = False) -> str:
+    """Pick the backend (default: ``KERAS_BACKEND``, else the first installed) before Keras is imported."""
+    name = name or os.environ.get("KERAS_BACKEND")
+    if name is None:
+        available = installed()
+        if not available:
+            raise BackendError("no Keras backend installed: pip install 'emotion[jax]' (or [tensorflow], [torch])")
+        name = available[0]
+    if name not in NAMES:
+        raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(NAMES)}")
+    if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", name) != name:
+        raise BackendError(f"Keras is already imported with backend {os.environ['KERAS_BACKEND']!r}")
+    if importlib.util.find_spec(_FRAMEWORK[name]) is None:
+        raise BackendError(f"backend {name!r} is not installed here: pip install 'emotion[{name}]'")
+    os.environ["KERAS_BACKEND"] = name
+    _module(name).prepare(deterministic=deterministic)
+    return name
+
+
+def current() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def configure(deterministic: bool = False) -> None:
+    """Device setup and determinism switches for the running backend (after Keras is imported)."""
+    _module(current()).configure(deterministic=deterministic)
+
+
+def describe() -> dict:
+    """``{"backend", "framework_version", "devices"}`` of the running backend."""
+    import keras
+
+    name = current()
+    info = {"backend": name, "keras_version": keras.__version__}
+    info.update(_module(name).describe())
+    return info

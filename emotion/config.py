@@ -1,0 +1,127 @@
+"""Settings as dataclasses, loadable from YAML and overridable from the command line.
+
+A YAML file mirrors the dataclasses (every key optional)::
+
+    seed: 0
+    data: {data: ../shared/data/web-happy-sad, image_size: 256, batch_size: 32, classes: [happy, sad]}
+    model: {preset: seed, learning_rate: 0.001}
+    trainer: {epochs: 20, out: models}
+
+    cfg = load_config("configs/seed.yaml", {"trainer.epochs": 2})
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import EmotionError
+
+
+@dataclass
+class DataConfig:
+    data: str = "data"
+    classes: list[str] | None = None  # None: every class folder
+    image_size: int = 256
+    color: str = "rgb"  # rgb | grayscale
+    batch_size: int = 32
+    split: list[float] = field(default_factory=lambda: [0.7, 0.2, 0.1])  # train, val, test
+    cache: str | None = None  # decoded-image cache folder; None: ~/.cache/emotion; "off": no disk cache
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "seed"
+    learning_rate: float = 1e-3
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 20
+    out: str = "models"
+    deterministic: bool = False
+    lr_schedule: str = "constant"  # constant | cosine
+    early_stopping: int = 0  # patience in epochs on val_loss; 0: off
+    restore_best: bool = False  # keep the weights of the epoch with the lowest val_loss
+    tensorboard: bool = True
+    verbose: int = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "trainer": TrainerConfig}
+
+
+def _fields(cls) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def from_dict(raw: dict) -> Config:
+    raw = dict(raw or {})
+    unknown = set(raw) - {"seed", *_SECTIONS}
+    if unknown:
+        raise EmotionError(f"unknown config key(s) {sorted(unknown)}; expected seed, data, model, trainer")
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            raise EmotionError(f"config section {name!r} must be a mapping")
+        bad = set(values) - _fields(cls)
+        if bad:
+            raise EmotionError(f"unknown key(s) {sorted(bad)} in {name!r}; valid: {sorted(_fields(cls))}")
+        sections[name] = cls(**values)
+    return Config(seed=int(raw.get("seed", 0)), **sections)
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Defaults, then the YAML file, then ``{"section.key": value}`` overrides (None values are ignored)."""
+    raw: dict = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise EmotionError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise EmotionError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise EmotionError(f"config file {path} must hold a mapping")
+    cfg = from_dict(raw)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "seed":
+            cfg.seed = int(value)
+            continue
+        section, name = key.split(".")
+        setattr(getattr(cfg, section), name, value)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    d = cfg.data
+    if d.image_size < 8:
+        raise EmotionError(f"image size must be at least 8, got {d.image_size}")
+    if d.batch_size < 1:
+        raise EmotionError(f"batch size must be positive, got {d.batch_size}")
+    if d.color not in ("rgb", "grayscale"):
+        raise EmotionError(f"color must be rgb or grayscale, got {d.color!r}")
+    if len(d.split) != 3 or any(f < 0 for f in d.split) or abs(sum(d.split) - 1) > 1e-6:
+        raise EmotionError(f"split must be three fractions summing to 1 (train,val,test), got {d.split}")
+    if cfg.trainer.epochs < 1:
+        raise EmotionError(f"epochs must be positive, got {cfg.trainer.epochs}")
+    if cfg.trainer.lr_schedule not in ("constant", "cosine"):
+        raise EmotionError(f"lr_schedule must be constant or cosine, got {cfg.trainer.lr_schedule!r}")

@@ -1,0 +1,405 @@
+"""The data module: scan a folder of class subfolders, check every file by content, split at the file level,
+and serve batches through `keras.utils.PyDataset`, the same code under every backend.
+
+    dm = EmotionDataModule(DataConfig(data="../shared/data/web-happy-sad"), seed=0)
+    dm.setup()
+    dm.class_names             # ['happy', 'sad']   (sorted folder names: happy=0, sad=1)
+    len(dm.train), len(dm.val), len(dm.test)
+    model.fit(dm.train_dataloader(), validation_data=dm.val_dataloader())
+
+Images are decoded with Pillow, converted to RGB (or grayscale), resized to a square once, and kept as uint8
+arrays in memory and in a disk cache keyed by the files' paths, sizes and modification times, so no epoch and
+no later run decodes a file again. `load_image` is the one preprocessing function: training, `emotion test`,
+`emotion predict` and the benchmarks all call it, so serving cannot disagree with training. Nothing here ever
+deletes, moves or writes a file inside the data folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import shutil
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageFile
+
+from .config import DataConfig
+from .errors import EmotionError
+
+ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is invalid, never silently half-grey
+SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
+SPLITS = ("train", "val", "test")
+_CACHE_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------- images
+def load_image(source, image_size: int, color: str = "rgb") -> np.ndarray:
+    """Decode one image (path or bytes) to a ``(image_size, image_size, 3 or 1)`` uint8 array.
+
+    Any Pillow-decodable JPEG/PNG/BMP/GIF/WebP/TIFF: grayscale, palette, RGBA (composited on white),
+    CMYK, 16-bit (scaled to 8-bit). GIFs give their first frame. Resized with bilinear filtering (antialiased
+    when shrinking) to a square, aspect ratio not kept, as the seed's `image_dataset_from_directory` did.
+    Raises ``ValueError`` with a short reason for anything else.
+    """
+    data = Path(source).read_bytes() if not isinstance(source, bytes | bytearray) else bytes(source)
+    if not data:
+        raise ValueError("empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt = img.format
+            if fmt not in SUPPORTED_FORMATS:
+                raise ValueError(f"unsupported image type {fmt}")
+            if fmt in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
+                img.draft(img.mode, (image_size, image_size))  # decode big JPEGs at a reduced DCT scale
+            img.load()
+    except ValueError:
+        raise
+    except Image.DecompressionBombWarning:
+        raise ValueError("image too large (decompression bomb guard)") from None
+    except Exception as e:  # Pillow raises many types for broken files
+        reason = "not an image" if "cannot identify" in str(e) else str(e).splitlines()[0][:80]
+        raise ValueError(reason) from None
+    img = _to_mode(img, "L" if color == "grayscale" else "RGB")
+    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _to_mode(img: Image.Image, mode: str) -> Image.Image:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8), "L")
+    elif img.mode == "F":
+        img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert(mode)
+
+
+# ----------------------------------------------------------------------------------------------- folders
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _subdirs(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir() if p.is_dir() and not _is_hidden(p.name))
+
+
+def _files_under(folder: Path) -> list[Path]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
+        out += [Path(dirpath) / f for f in sorted(filenames) if not _is_hidden(f)]
+    return out
+
+
+def is_presplit(root: Path) -> bool:
+    """True where ``root`` holds ``train/``, ``val/`` and ``test/`` (used as given, not re-split)."""
+    return all((root / s).is_dir() for s in SPLITS)
+
+
+def class_folders(root: str | Path, classes: list[str] | None = None) -> list[str]:
+    """Sorted class names under ``root`` (or ``root/train`` when pre-split), checked against ``classes``."""
+    root = Path(root)
+    if not root.exists():
+        raise EmotionError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise EmotionError(f"data path is not a folder: {root}")
+    base = root / "train" if is_presplit(root) else root
+    present = _subdirs(base)
+    if classes:
+        missing = [c for c in classes if c not in present]
+        if missing:
+            raise EmotionError(f"class folder(s) {missing} not in {base} (it has: {', '.join(present) or 'none'})")
+        names = sorted(dict.fromkeys(classes))
+    else:
+        names = present
+    if len(names) < 2:
+        found = f"found {len(names)}" + (f" ({names[0]})" if names else "")
+        raise EmotionError(f"need at least two class folders in {base}, {found}")
+    return names
+
+
+def list_files(base: Path, class_names: list[str]) -> list[tuple[Path, int]]:
+    """Every non-hidden file under each class folder, recursively, with its class index."""
+    return [(p, label) for label, c in enumerate(class_names) for p in _files_under(base / c)]
+
+
+# ----------------------------------------------------------------------------------------------- decoding
+@dataclass
+class Folder:
+    """The decoded, valid images of one folder of class subfolders, and the files that were not valid."""
+
+    class_names: list[str]
+    images: np.ndarray  # (N, S, S, C) uint8
+    labels: np.ndarray  # (N,) int
+    paths: list[str]
+    digests: list[str]  # sha1 of each file's bytes: identical files are kept in one split
+    invalid: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def subset(self, idx) -> Folder:
+        idx = np.asarray(idx, dtype=int)
+        return Folder(
+            self.class_names, self.images[idx], self.labels[idx],
+            [self.paths[i] for i in idx], [self.digests[i] for i in idx],
+        )
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def counts(self) -> dict[str, int]:
+        return {c: int((self.labels == i).sum()) for i, c in enumerate(self.class_names)}
+
+
+def _decode_one(args):
+    path, image_size, color = args
+    try:
+        data = path.read_bytes()
+        return load_image(data, image_size, color), hashlib.sha1(data).hexdigest(), None
+    except (ValueError, OSError) as e:
+        return None, None, str(e)
+
+
+def decode_files(files, class_names, image_size: int, color: str, workers: int | None = None) -> Folder:
+    channels = 1 if color == "grayscale" else 3
+    jobs = [(p, image_size, color) for p, _ in files]
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        results = list(pool.map(_decode_one, jobs))
+    ok = [i for i, r in enumerate(results) if r[0] is not None]
+    images = np.empty((len(ok), image_size, image_size, channels), np.uint8)
+    for j, i in enumerate(ok):
+        images[j] = results[i][0]
+    return Folder(
+        class_names=class_names,
+        images=images,
+        labels=np.array([files[i][1] for i in ok], dtype=np.int64),
+        paths=[str(files[i][0]) for i in ok],
+        digests=[results[i][1] for i in ok],
+        invalid=[(str(files[i][0]), r[2]) for i, r in enumerate(results) if r[0] is None],
+    )
+
+
+def cache_dir(setting: str | None) -> Path | None:
+    if setting == "off":
+        return None
+    return Path(setting or os.environ.get("EMOTION_CACHE") or Path.home() / ".cache" / "emotion")
+
+
+def load_folder(base: str | Path, class_names, image_size: int, color: str = "rgb", cache: str | None = None) -> Folder:
+    """Decode every file of ``base/<class>/`` once; later calls with unchanged files read the disk cache."""
+    base = Path(base)
+    files = list_files(base, class_names)
+    key = hashlib.sha1(json.dumps([
+        _CACHE_VERSION, image_size, color, class_names,
+        [(str(p.resolve()), label, *_stat(p)) for p, label in files],
+    ]).encode()).hexdigest()[:20]
+    folder = cache_dir(cache)
+    if folder is not None and (folder / f"{key}.json").is_file():
+        try:
+            meta = json.loads((folder / f"{key}.json").read_text())
+            images = np.load(folder / f"{key}.npy")
+            return Folder(class_names, images, np.array(meta["labels"], dtype=np.int64), meta["paths"],
+                          meta["digests"], [tuple(x) for x in meta["invalid"]])
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged cache entry is rebuilt below
+    result = decode_files(files, class_names, image_size, color)
+    if folder is not None:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
+            np.save(tmp, result.images)
+            os.replace(tmp, folder / f"{key}.npy")
+            meta = {"labels": result.labels.tolist(), "paths": result.paths, "digests": result.digests,
+                    "invalid": result.invalid}
+            (folder / f"{key}.{os.getpid()}.tmp.json").write_text(json.dumps(meta))
+            os.replace(folder / f"{key}.{os.getpid()}.tmp.json", folder / f"{key}.json")
+        except OSError:
+            pass  # a read-only cache only costs speed
+    return result
+
+
+def _stat(p: Path):
+    try:
+        s = p.stat()
+        return s.st_size, s.st_mtime_ns
+    except OSError:
+        return -1, -1
+
+
+# ----------------------------------------------------------------------------------------------- split
+def split_indices(labels, digests, fractions=(0.7, 0.2, 0.1), seed: int = 0) -> dict[str, np.ndarray]:
+    """Stratified file-level split: per class, a seeded permutation of the (distinct) files, cut by fractions.
+
+    Pure numpy, so the same seed gives the same split under every backend. Files with identical bytes
+    form one group and always land in the same split (web scrapes hold duplicates). Every class with at least
+    three distinct files puts at least one in each split whose fraction is non-zero.
+    """
+    labels = np.asarray(labels)
+    out = {s: [] for s in SPLITS}
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        groups: dict[str, list[int]] = {}
+        for i in members:
+            groups.setdefault(digests[i], []).append(int(i))
+        keys = sorted(groups, key=lambda k: groups[k][0])
+        n = len(keys)
+        n_val, n_test = (_share(fractions[k], n) for k in (1, 2))
+        n_train = n - n_val - n_test
+        perm = np.random.default_rng([seed, int(c)]).permutation(n)
+        for pos, g in enumerate(perm):
+            split = "train" if pos < n_train else "val" if pos < n_train + n_val else "test"
+            out[split] += groups[keys[g]]
+    return {s: np.array(sorted(v), dtype=int) for s, v in out.items()}
+
+
+def _share(fraction: float, n: int) -> int:
+    k = int(math.floor(fraction * n + 0.5))
+    return max(k, 1) if fraction > 0 and n >= 3 else min(k, max(n - 1, 0))
+
+
+# ----------------------------------------------------------------------------------------------- batches
+def make_batches(images, labels, batch_size: int, shuffle: bool = False, seed: int = 0, num_classes: int = 2):
+    """A `keras.utils.PyDataset` over uint8 arrays. Keras is imported here, not at module import, so the
+    data module (scan, split, clean) works before a backend is chosen."""
+    import keras
+
+    class _Batches(keras.utils.PyDataset):
+        """Batches of float32 pixels (0-255; the model rescales) and labels, in a seeded order per epoch.
+
+        The order of epoch ``e`` is ``default_rng([seed, e]).permutation(n)``: the same batches in the same
+        order under every backend.
+        """
+
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+            self.images, self.labels = images, labels
+            self.batch_size, self.shuffle, self.seed = batch_size, shuffle, seed
+            self.epoch = 0
+            self.order = self._order()
+
+        def _order(self):
+            n = len(self.labels)
+            return np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+
+        def __len__(self):
+            return math.ceil(len(self.labels) / self.batch_size)
+
+        def __getitem__(self, i):
+            idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[idx].astype(np.float32)
+            y = self.labels[idx]
+            y = y.astype(np.float32)[:, None] if num_classes == 2 else y.astype(np.int32)
+            return x, y
+
+        def on_epoch_end(self):
+            if self.shuffle:
+                self.epoch += 1
+                self.order = self._order()
+
+    return _Batches()
+
+
+# ----------------------------------------------------------------------------------------------- module
+class EmotionDataModule:
+    """Scan, validate, split and batch one data folder (see module docstring)."""
+
+    def __init__(self, cfg: DataConfig, seed: int = 0):
+        self.cfg, self.seed = cfg, seed
+        self.root = Path(cfg.data)
+        self.train = self.val = self.test = None
+        self.invalid: list[tuple[str, str]] = []
+
+    def setup(self) -> EmotionDataModule:
+        cfg = self.cfg
+        self.class_names = class_folders(self.root, cfg.classes)
+        load = lambda base: load_folder(base, self.class_names, cfg.image_size, cfg.color, cfg.cache)  # noqa: E731
+        if is_presplit(self.root):
+            for s in SPLITS:
+                names = _subdirs(self.root / s)
+                missing = [c for c in self.class_names if c not in names]
+                if missing:
+                    raise EmotionError(f"{self.root / s} lacks class folder(s) {missing}")
+            parts = {s: load(self.root / s) for s in SPLITS}
+            self.invalid = [x for s in SPLITS for x in parts[s].invalid]
+        else:
+            everything = load(self.root)
+            self.invalid = everything.invalid
+            self._check_classes(everything)
+            idx = split_indices(everything.labels, everything.digests, cfg.split, self.seed)
+            parts = {s: everything.subset(idx[s]) for s in SPLITS}
+        self.train, self.val, self.test = parts["train"], parts["val"], parts["test"]
+        self._check_classes(self.train)
+        return self
+
+    def _check_classes(self, folder: Folder) -> None:
+        empty = [c for c, n in folder.counts().items() if n == 0]
+        if empty:
+            raise EmotionError(f"no valid images for class(es) {empty} in {self.root}")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.cfg.image_size, self.cfg.image_size, 1 if self.cfg.color == "grayscale" else 3)
+
+    def split_sizes(self) -> dict[str, int]:
+        return {s: len(getattr(self, s)) for s in SPLITS}
+
+    def dataloader(self, split: str, shuffle: bool = False):
+        part = getattr(self, split)
+        return make_batches(part.images, part.labels, self.cfg.batch_size, shuffle, self.seed, self.num_classes)
+
+    def train_dataloader(self):
+        return self.dataloader("train", shuffle=True)
+
+    def val_dataloader(self):
+        return self.dataloader("val")
+
+    def test_dataloader(self):
+        return self.dataloader("test")
+
+
+# ----------------------------------------------------------------------------------------------- clean
+def scan_invalid(root: str | Path, classes: list[str] | None = None) -> tuple[list[tuple[str, str]], int]:
+    """(invalid files with reasons, number of valid files) over every class folder of ``root``."""
+    root = Path(root)
+    names = class_folders(root, classes)
+    bases = [root / s for s in SPLITS] if is_presplit(root) else [root]
+    invalid, valid = [], 0
+    for base in bases:
+        present = [c for c in names if (base / c).is_dir()]
+        folder = decode_files(list_files(base, present), present, 16, "rgb")
+        invalid += folder.invalid
+        valid += len(folder)
+    return invalid, valid
+
+
+def quarantine(files: list[str], root: str | Path, dest: str | Path) -> list[tuple[str, str]]:
+    """Move ``files`` (under ``root``) to ``dest``, keeping relative paths; never overwrites. Returns moves."""
+    root, dest = Path(root).resolve(), Path(dest).resolve()
+    if dest == root or (root in dest.parents and not any(_is_hidden(p) for p in dest.relative_to(root).parts)):
+        raise EmotionError(f"quarantine folder {dest} must be outside the data folder (or a hidden folder in it)")
+    moves = []
+    for f in files:
+        rel = Path(f).resolve().relative_to(root)
+        target = dest / rel
+        if target.exists():
+            raise EmotionError(f"{target} already exists; nothing was overwritten (moved {len(moves)} file(s))")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(f), str(target))
+        moves.append((str(f), str(target)))
+    return moves

@@ -1,0 +1,57 @@
+"""Test metrics from predicted probabilities, in numpy: one definition for every backend and every command.
+
+    score(probs, labels, ["happy", "sad"])
+    # {"accuracy": .., "precision": .., "recall": .., "f1": .., "loss": .., "confusion_matrix": [[tn, fp], [fn, tp]]}
+
+Binary: ``probs`` is P(second class), shape (n,) or (n, 1); precision/recall/f1 are for the second class
+(``sad``), as Keras's Precision/Recall metrics report them during training. Multi-class: ``probs`` is (n, k);
+precision/recall/f1 are macro averages, with the per-class values under ``per_class``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-7
+
+
+def predicted_labels(probs) -> np.ndarray:
+    probs = np.asarray(probs)
+    if probs.ndim == 1 or probs.shape[-1] == 1:
+        return (probs.reshape(-1) > 0.5).astype(int)
+    return probs.argmax(-1)
+
+
+def _ratio(a, b) -> float:
+    return float(a / b) if b else 0.0
+
+
+def score(probs, labels, class_names) -> dict:
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=int)
+    k = len(class_names)
+    pred = predicted_labels(probs)
+    cm = np.zeros((k, k), dtype=int)
+    np.add.at(cm, (labels, pred), 1)
+    if k == 2:
+        p = np.clip(probs.reshape(-1), EPS, 1 - EPS)
+        loss = -np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)) if len(labels) else 0.0
+    else:
+        p = np.clip(probs[np.arange(len(labels)), labels], EPS, 1.0)
+        loss = -np.mean(np.log(p)) if len(labels) else 0.0
+    per_class = {}
+    for i, c in enumerate(class_names):
+        prec, rec = _ratio(cm[i, i], cm[:, i].sum()), _ratio(cm[i, i], cm[i, :].sum())
+        per_class[c] = {"precision": prec, "recall": rec, "f1": _ratio(2 * prec * rec, prec + rec),
+                        "support": int(cm[i, :].sum())}
+    if k == 2:
+        summary = {m: per_class[class_names[1]][m] for m in ("precision", "recall", "f1")}
+    else:
+        summary = {m: float(np.mean([v[m] for v in per_class.values()])) for m in ("precision", "recall", "f1")}
+    return {
+        "accuracy": _ratio(np.trace(cm), cm.sum()),
+        **summary,
+        "loss": float(loss),
+        "n": int(len(labels)),
+        "confusion_matrix": cm.tolist(),
+        "per_class": per_class,
+    }

@@ -1,0 +1,38 @@
+"""The main job, end to end: `emotion fit` is this function.
+
+    metrics = fit_run(load_config("configs/seed.yaml", {"data.data": "../shared/data/web-happy-sad"}))
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from .config import Config
+from .data import EmotionDataModule
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def report_data(dm: EmotionDataModule) -> None:
+    for path, reason in dm.invalid:
+        log(f"skipped invalid file: {path}: {reason}")
+    log(f"data {dm.root}: classes {dm.class_names}; split {dm.split_sizes()}"
+        + (f"; {len(dm.invalid)} invalid file(s) skipped, none changed" if dm.invalid else ""))
+
+
+def fit_run(cfg: Config) -> dict:
+    dm = EmotionDataModule(cfg.data, seed=cfg.seed).setup()  # data errors surface before Keras loads
+    report_data(dm)
+    from .module import EmotionClassifier
+    from .trainer import Trainer, seed_everything
+
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    module = EmotionClassifier(cfg.model.preset, dm.input_shape, dm.num_classes, cfg.model.learning_rate,
+                               cfg.trainer.lr_schedule)
+    out = Path(cfg.trainer.out)
+    trainer = Trainer(cfg.trainer)
+    trainer.fit(module, dm, log_dir=out / "logs")
+    return trainer.save_run(module, dm, out, config=cfg.to_dict(), seed=cfg.seed)

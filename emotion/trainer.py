@@ -1,0 +1,183 @@
+"""`Trainer`: how a module is trained (Keras `fit` underneath), evaluated and saved as a run folder.
+
+    seed_everything(0)
+    dm = EmotionDataModule(cfg.data, seed=0).setup()
+    module = EmotionClassifier("seed", dm.input_shape, dm.num_classes)
+    trainer = Trainer(cfg.trainer)
+    trainer.fit(module, dm)          # Keras progress bars, TensorBoard logs, epoch timings
+    trainer.test(module, dm)         # {"accuracy": .., "precision": .., "confusion_matrix": ..}
+    trainer.save_run(module, dm, "models/")   # .keras (reloaded and checked), metrics.json, plots
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import backends
+
+from . import plots
+from .config import TrainerConfig
+from .data import EmotionDataModule
+from .errors import EmotionError
+from .metrics import score
+from .module import EmotionClassifier
+
+MODEL_FILE = "imageclassifier.keras"
+RELOAD_TOLERANCE = 1e-6
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Python, numpy and backend RNGs (`keras.utils.set_random_seed`), plus the backend's device setup."""
+    keras.utils.set_random_seed(seed)
+    backends.configure(deterministic=deterministic)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall-clock seconds of each epoch (training and validation)."""
+
+    def on_train_begin(self, logs=None):
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t)
+
+
+class ScalarTensorBoard(keras.callbacks.Callback):
+    """Epoch scalars to TensorBoard (`logs/train`, `logs/validation`, as Keras's own callback lays them out).
+
+    Keras's `TensorBoard` callback needs TensorFlow installed; this one writes the same scalars through
+    tensorboardX, so JAX- and PyTorch-only installs get logs too.
+    """
+
+    def __init__(self, log_dir: str | Path):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+
+    def on_train_begin(self, logs=None):
+        from tensorboardX import SummaryWriter
+
+        self.writers = {k: SummaryWriter(str(self.log_dir / k)) for k in ("train", "validation")}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            which, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            self.writers[which].add_scalar(f"epoch_{name}", float(value), epoch)
+        for w in self.writers.values():
+            w.flush()
+
+    def on_train_end(self, logs=None):
+        for w in self.writers.values():
+            w.close()
+
+
+class Trainer:
+    def __init__(self, cfg: TrainerConfig | None = None, callbacks: list | None = None):
+        self.cfg = cfg or TrainerConfig()
+        self.extra_callbacks = list(callbacks or [])
+        self.history: dict = {}
+        self.timer = EpochTimer()
+        self.fit_seconds = 0.0
+
+    # -------------------------------------------------------------------------------------------- loops
+    def callbacks(self, log_dir: Path | None) -> list:
+        cbs = [self.timer, *self.extra_callbacks]
+        if self.cfg.tensorboard and log_dir is not None:
+            cbs.append(ScalarTensorBoard(log_dir))
+        if self.cfg.early_stopping or self.cfg.restore_best:
+            cbs.append(keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=self.cfg.early_stopping or self.cfg.epochs,
+                restore_best_weights=self.cfg.restore_best, verbose=min(self.cfg.verbose, 1)))
+        return cbs
+
+    def fit(self, module: EmotionClassifier, dm: EmotionDataModule, log_dir: Path | None = None) -> dict:
+        train = dm.train_dataloader()
+        validation = dm.val_dataloader() if len(dm.val) else None
+        module.compile(steps_per_epoch=len(train), epochs=self.cfg.epochs)
+        t0 = time.perf_counter()
+        hist = module.model.fit(train, validation_data=validation, epochs=self.cfg.epochs,
+                                callbacks=self.callbacks(log_dir), verbose=self.cfg.verbose)
+        self.fit_seconds = time.perf_counter() - t0
+        self.steps_per_epoch = len(train)
+        self.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+        return self.history
+
+    def predict(self, module: EmotionClassifier | keras.Model, batches) -> np.ndarray:
+        model = module.model if isinstance(module, EmotionClassifier) else module
+        return np.asarray(model.predict(batches, verbose=0))
+
+    def _score(self, module, dm: EmotionDataModule, split: str) -> dict:
+        part = getattr(dm, split)
+        if not len(part):
+            raise EmotionError(f"the {split} split is empty")
+        return score(self.predict(module, dm.dataloader(split)), part.labels, dm.class_names)
+
+    def validate(self, module, dm: EmotionDataModule) -> dict:
+        return self._score(module, dm, "val")
+
+    def test(self, module, dm: EmotionDataModule) -> dict:
+        return self._score(module, dm, "test")
+
+    # -------------------------------------------------------------------------------------------- run folder
+    def timings(self) -> dict:
+        secs = getattr(self.timer, "seconds", []) or [0.0]
+        warm = secs[1:] or secs
+        steps = max(getattr(self, "steps_per_epoch", 1), 1)
+        return {"fit": round(self.fit_seconds, 3), "first_epoch": round(secs[0], 3),
+                "per_step": round(float(np.median(warm)) / steps, 4)}
+
+    def save_run(self, module: EmotionClassifier, dm: EmotionDataModule, out: str | Path,
+                 config: dict | None = None, seed: int = 0) -> dict:
+        """Write the run folder; the saved `.keras` is reloaded and must predict what the live model does."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / MODEL_FILE
+        module.model.save(path)
+        check = dm.test if len(dm.test) else dm.val
+        verify_reload(module.model, path, check.images[:64])
+
+        test = self.test(module, dm) if len(dm.test) else None
+        val = self.validate(module, dm) if len(dm.val) else None
+        metrics = {
+            **backends.describe(),
+            "preset": module.preset,
+            "image_size": dm.cfg.image_size,
+            "color": dm.cfg.color,
+            "seed": seed,
+            "class_names": dm.class_names,
+            "params": int(module.model.count_params()),
+            "split": dm.split_sizes(),
+            "invalid_files": [{"path": p, "reason": r} for p, r in dm.invalid],
+            "history": self.history,
+            "val": val,
+            "test": test,
+            "seconds": self.timings(),
+            "config": config or {},
+        }
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if self.history:
+            plots.history(self.history, out / "history.png")
+        sample = dm.test if len(dm.test) else dm.train
+        probs = self.predict(module, dm.dataloader("test" if len(dm.test) else "train"))[:4]
+        plots.samples(sample.images[:4], sample.labels[:4], dm.class_names, out / "samples.png", probs)
+        if test is not None:
+            plots.confusion(test["confusion_matrix"], dm.class_names, out / "confusion.png")
+        return metrics
+
+
+def verify_reload(model: keras.Model, path: str | Path, images: np.ndarray, tolerance=RELOAD_TOLERANCE) -> float:
+    """Reload ``path`` and compare its predictions on ``images`` with ``model``'s; raise past ``tolerance``."""
+    x = np.asarray(images, dtype=np.float32)
+    reloaded = keras.saving.load_model(path)
+    delta = float(np.max(np.abs(model.predict(x, verbose=0) - reloaded.predict(x, verbose=0)))) if len(x) else 0.0
+    if not delta <= tolerance:
+        raise EmotionError(f"reloaded {path} predicts differently from the trained model: max |dP| = {delta:.3g} "
+                           f"> {tolerance:g}")
+    return delta

@@ -1,0 +1,59 @@
+"""Shared fixtures. The suite runs once per backend (KERAS_BACKEND set by `nox -s tests`), each backend in its
+own process; tests marked `cross_backend` start one subprocess per installed backend themselves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Keep decoded-image caches out of the user's home, and pick a backend before anything imports Keras.
+os.environ.setdefault("EMOTION_CACHE", tempfile.mkdtemp(prefix="emotion-cache-"))
+import backends  # noqa: E402
+
+BACKEND = backends.select()
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def pytest_report_header(config):
+    return f"emotion backend: {BACKEND} (installed: {', '.join(backends.installed())})"
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """A small synthetic happy/sad set (30 per class, 64 px)."""
+    from emotion.synth import generate
+
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, per_class=30, seed=0, size=64)
+    return out
+
+
+def write_image(path: Path, size=(40, 40), mode="RGB", fmt=None, seed=0) -> Path:
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    channels = {"RGB": 3, "RGBA": 4, "L": 1, "CMYK": 3}[mode]
+    arr = rng.integers(0, 256, (size[1], size[0], channels), dtype=np.uint8)
+    img = Image.fromarray(arr[..., 0] if channels == 1 else arr)
+    img.convert(mode).save(path, format=fmt)
+    return path
+
+
+def run_cli(*args: str, backend: str | None = None, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+    """`python -m emotion ARGS` in a fresh process (with ``backend`` as KERAS_BACKEND)."""
+    env = dict(os.environ, KERAS_BACKEND=backend or BACKEND)
+    return subprocess.run([sys.executable, "-m", "emotion", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+
+
+def run_python(code: str, backend: str, timeout=600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=timeout, cwd=REPO)

@@ -1,0 +1,110 @@
+"""The `emotion` command as a user meets it: bad input gives one line on stderr and a non-zero exit."""
+
+import json
+
+import pytest
+from conftest import BACKEND, run_cli, write_image
+
+from emotion.cli import main
+
+
+def one_line_error(capsys, argv, code=2):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == code, err
+    assert len(err) == 1 and err[0].startswith("emotion: error:"), err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def model_file(synth_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli-run")
+    rc = main(["fit", "--data", str(synth_dir), "--out", str(out), "--epochs", "1", "--image-size", "32",
+               "--batch-size", "16", "--quiet"])
+    assert rc == 0
+    return out / "imageclassifier.keras"
+
+
+def test_missing_data_folder(capsys, tmp_path):
+    msg = one_line_error(capsys, ["fit", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    assert "not found" in msg
+
+
+def test_single_class(capsys, tmp_path):
+    write_image(tmp_path / "happy" / "a.png")
+    assert "at least two class folders" in one_line_error(capsys, ["fit", "--data", str(tmp_path)])
+
+
+def test_empty_class_folder(capsys, tmp_path):
+    for i in range(3):
+        write_image(tmp_path / "happy" / f"{i}.png")
+    (tmp_path / "sad").mkdir()
+    assert "no valid images" in one_line_error(capsys, ["fit", "--data", str(tmp_path), "--cache", "off"])
+
+
+def test_missing_model_file(capsys, tmp_path):
+    img = write_image(tmp_path / "x.png")
+    assert "not found" in one_line_error(capsys, ["predict", "--model", str(tmp_path / "none.keras"), str(img)])
+
+
+def test_corrupt_model_file(capsys, tmp_path, model_file):
+    img = write_image(tmp_path / "x.png")
+    bad = tmp_path / "bad.keras"
+    bad.write_bytes(model_file.read_bytes()[:2000])
+    one_line_error(capsys, ["predict", "--model", str(bad), str(img)])
+    (tmp_path / "text.keras").write_text("hello")
+    one_line_error(capsys, ["test", "--model", str(tmp_path / "text.keras"), "--data", str(tmp_path)])
+
+
+def test_unreadable_image_for_predict(capsys, tmp_path, model_file):
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    msg = one_line_error(capsys, ["predict", "--model", str(model_file), str(tmp_path / "broken.jpg")], code=1)
+    assert "broken.jpg" in msg
+
+
+def test_predict_any_image_kind(capsys, tmp_path, model_file):
+    files = [write_image(tmp_path / "gray.png", (20, 30), "L"), write_image(tmp_path / "rgba.png", (300, 100), "RGBA"),
+             write_image(tmp_path / "big.jpg", (900, 700))]
+    assert main(["predict", "--model", str(model_file), *map(str, files)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all(("happy" in ln or "sad" in ln) and "P(sad)=" in ln for ln in lines)
+    assert main(["predict", "--model", str(model_file), "--json", *map(str, files)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["label"] in ("happy", "sad") for r in results] == [True] * 3
+    assert all(abs(sum(r["probs"].values()) - 1) < 1e-6 for r in results)
+
+
+def test_test_command_scores_a_folder(capsys, model_file, synth_dir):
+    assert main(["test", "--model", str(model_file), "--data", str(synth_dir), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n"] == 60 and 0 <= result["accuracy"] <= 1 and result["class_names"] == ["happy", "sad"]
+
+
+def test_clean_never_changes_files_without_quarantine(capsys, tmp_path):
+    for c in ("happy", "sad"):
+        write_image(tmp_path / "d" / c / "ok.png")
+    (tmp_path / "d" / "sad" / "bad.jpg").write_text("nope")
+    assert main(["clean", "--data", str(tmp_path / "d")]) == 0
+    out = capsys.readouterr().out
+    assert "bad.jpg" in out and (tmp_path / "d" / "sad" / "bad.jpg").exists()
+    assert main(["clean", "--data", str(tmp_path / "d"), "--quarantine", str(tmp_path / "q")]) == 0
+    assert (tmp_path / "q" / "sad" / "bad.jpg").read_text() == "nope"
+    assert not (tmp_path / "d" / "sad" / "bad.jpg").exists()
+
+
+def test_bad_config_file(capsys, tmp_path):
+    (tmp_path / "c.yaml").write_text("trainer: {epochz: 3}\n")
+    assert "epochz" in one_line_error(capsys, ["fit", "--config", str(tmp_path / "c.yaml")])
+
+
+def test_synth_refuses_a_folder_with_files(capsys, tmp_path):
+    write_image(tmp_path / "happy" / "mine.png")
+    one_line_error(capsys, ["synth", str(tmp_path)])
+    assert (tmp_path / "happy" / "mine.png").is_file()
+
+
+def test_console_entry_point_runs_in_a_fresh_process(tmp_path):
+    """`python -m emotion` with --backend: the one-line error comes from a real process too."""
+    proc = run_cli("fit", "--backend", BACKEND, "--data", str(tmp_path / "none"))
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("emotion: error: data folder not found")

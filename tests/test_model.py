@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from emotion.errors import EmotionError
+from emotion.model import PRESETS, build_model
+from emotion.module import EmotionClassifier
+
+
+def test_seed_preset_matches_the_seed_notebook():
+    model = build_model("seed", (256, 256, 3), 2)
+    assert model.count_params() == 3_696_625
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["Rescaling", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D", "Conv2D", "MaxPooling2D",
+                     "Flatten", "Dense", "Dense"]
+    assert model.output_shape == (None, 1)
+
+
+def test_rescaling_is_inside_the_model():
+    model = build_model("seed", (32, 32, 3), 2)
+    rescale = model.layers[0]
+    x = np.full((1, 32, 32, 3), 255.0, np.float32)
+    assert np.allclose(np.asarray(rescale(x)), 1.0)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_heads_follow_the_number_of_classes(preset):
+    assert build_model(preset, (48, 48, 1), 2).output_shape == (None, 1)
+    assert build_model(preset, (48, 48, 1), 6).output_shape == (None, 6)
+
+
+def test_module_compiles_with_the_seed_metrics():
+    module = EmotionClassifier("seed", (32, 32, 3), 2)
+    model = module.compile()
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    logs = model.evaluate(x, np.array([[0], [1], [0], [1]], "float32"), verbose=0, return_dict=True)
+    assert {"loss", "accuracy", "precision", "recall"} <= set(logs)
+
+
+def test_unknown_preset_is_a_clear_error():
+    with pytest.raises(EmotionError, match="unknown preset"):
+        build_model("resnet9000")
