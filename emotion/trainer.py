@@ -102,7 +102,10 @@ class Trainer:
         validation = dm.val_dataloader() if len(dm.val) else None
         module.compile(steps_per_epoch=len(train), epochs=self.cfg.epochs)
         t0 = time.perf_counter()
-        hist = module.model.fit(train, validation_data=validation, epochs=self.cfg.epochs,
+        # shuffle=False: the data module already shuffles, seeded per epoch. Keras's own shuffle would reorder
+        # the batches again with Python's global `random`, which TensorFlow's fit consumes differently from
+        # JAX's and PyTorch's, so the backends would see the same batches in different orders.
+        hist = module.model.fit(train, validation_data=validation, epochs=self.cfg.epochs, shuffle=False,
                                 callbacks=self.callbacks(log_dir), verbose=self.cfg.verbose)
         self.fit_seconds = time.perf_counter() - t0
         self.steps_per_epoch = len(train)
