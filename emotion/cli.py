@@ -62,6 +62,7 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help="model preset (default: seed)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"])
+    p.add_argument("--label-smoothing", type=float)
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs w/o val_loss gain")
     p.add_argument("--restore-best", action="store_true", default=None, help="keep the weights of the best val_loss epoch")
     p.add_argument("--deterministic", action="store_true", default=None, help="backend determinism switches")
@@ -76,6 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="train, test and save a run folder")
     _backend_args(p)
     _fit_args(p)
+
+    p = sub.add_parser("cv", help="K-fold cross-validation: mean ± std of every test metric")
+    _backend_args(p)
+    _fit_args(p)
+    p.add_argument("--folds", type=int, default=5)
+
+    p = sub.add_parser("data", help="import a data set as image folders")
+    p.add_argument("dataset", choices=["fer2013"], help="fer2013: the official Kaggle CSV (emotion,pixels,Usage)")
+    p.add_argument("csv", help="the CSV file")
+    p.add_argument("out", help="new folder; gets train/ val/ test/ with one subfolder per class")
+    p.add_argument("--classes", type=_classes, help="keep only these emotions, e.g. happy,sad")
 
     p = sub.add_parser("test", help="score a saved model on a data folder")
     _backend_args(p)
@@ -103,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------------------------- commands
-def cmd_fit(args) -> int:
+def _config(args):
     from .config import load_config
 
     overrides = {
@@ -113,8 +125,13 @@ def cmd_fit(args) -> int:
         "trainer.epochs": args.epochs, "trainer.out": args.out, "trainer.lr_schedule": args.lr_schedule,
         "trainer.early_stopping": args.early_stopping, "trainer.restore_best": args.restore_best,
         "trainer.deterministic": args.deterministic, "trainer.verbose": 2 if args.quiet else None,
+        "model.label_smoothing": args.label_smoothing,
     }
-    cfg = load_config(args.config, overrides)
+    return load_config(args.config, overrides)
+
+
+def cmd_fit(args) -> int:
+    cfg = _config(args)
     from .run import fit_run
 
     metrics = fit_run(cfg)
@@ -123,6 +140,31 @@ def cmd_fit(args) -> int:
         print(f"test: accuracy {t['accuracy']:.4f}  precision {t['precision']:.4f}  recall {t['recall']:.4f}  "
               f"f1 {t['f1']:.4f}  (n={t['n']})")
     print(f"run folder: {cfg.trainer.out}")
+    return 0
+
+
+def cmd_cv(args) -> int:
+    cfg = _config(args)
+    from .cv import cv_run
+
+    result = cv_run(cfg, args.folds)
+    for m, v in result["summary"].items():
+        print(f"{m}: {v['mean']:.4f} ± {v['std']:.4f}")
+    print(f"cv folder: {cfg.trainer.out} (cv.md, cv.json, fold-*/)")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .fer2013 import import_csv
+
+    result = import_csv(args.csv, args.out, args.classes)
+    for line in result["malformed"][:20]:
+        print(f"malformed: {line}", file=sys.stderr)
+    if len(result["malformed"]) > 20:
+        print(f"... and {len(result['malformed']) - 20} more malformed rows", file=sys.stderr)
+    for split, counts in result["written"].items():
+        print(f"{split}: {sum(counts.values())} images {counts}")
+    print(f"skipped {len(result['malformed'])} malformed row(s); wrote {args.out}")
     return 0
 
 
@@ -204,7 +246,7 @@ def cmd_synth(args) -> int:
     return 0
 
 
-COMMANDS = {"fit": cmd_fit, "test": cmd_test, "predict": cmd_predict, "clean": cmd_clean, "synth": cmd_synth}
+COMMANDS = {"fit": cmd_fit, "cv": cmd_cv, "data": cmd_data, "test": cmd_test, "predict": cmd_predict, "clean": cmd_clean, "synth": cmd_synth}
 
 
 def main(argv: list[str] | None = None) -> int:

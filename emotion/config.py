@@ -36,6 +36,7 @@ class DataConfig:
 class ModelConfig:
     preset: str = "seed"
     learning_rate: float = 1e-3
+    label_smoothing: float = 0.0
 
 
 @dataclass

@@ -264,6 +264,23 @@ def split_indices(labels, digests, fractions=(0.7, 0.2, 0.1), seed: int = 0) -> 
     return {s: np.array(sorted(v), dtype=int) for s, v in out.items()}
 
 
+def kfold_indices(labels, digests, folds: int, seed: int = 0) -> list[np.ndarray]:
+    """Stratified K folds at the file level (identical files share a fold), seeded, backend-independent."""
+    labels = np.asarray(labels)
+    out: list[list[int]] = [[] for _ in range(folds)]
+    for c in np.unique(labels):
+        groups: dict[str, list[int]] = {}
+        for i in np.flatnonzero(labels == c):
+            groups.setdefault(digests[i], []).append(int(i))
+        keys = sorted(groups, key=lambda k: groups[k][0])
+        if len(keys) < folds:
+            raise EmotionError(f"class {int(c)} has {len(keys)} distinct files, fewer than {folds} folds")
+        perm = np.random.default_rng([seed, int(c), folds]).permutation(len(keys))
+        for pos, g in enumerate(perm):
+            out[pos % folds] += groups[keys[g]]
+    return [np.array(sorted(f), dtype=int) for f in out]
+
+
 def _share(fraction: float, n: int) -> int:
     k = int(math.floor(fraction * n + 0.5))
     return max(k, 1) if fraction > 0 and n >= 3 else min(k, max(n - 1, 0))
@@ -276,7 +293,8 @@ def make_batches(images, labels, batch_size: int, shuffle: bool = False, seed: i
     import keras
 
     class _Batches(keras.utils.PyDataset):
-        """Batches of float32 pixels (0-255; the model rescales) and labels, in a seeded order per epoch.
+        """Batches of float32 pixels (0-255; the model rescales) and labels ((n, 1) 0/1 for two classes,
+        one-hot (n, k) for more), in a seeded order per epoch.
 
         The order of epoch ``e`` is ``default_rng([seed, e]).permutation(n)``: the same batches in the same
         order under every backend.
@@ -300,7 +318,7 @@ def make_batches(images, labels, batch_size: int, shuffle: bool = False, seed: i
             idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
             x = self.images[idx].astype(np.float32)
             y = self.labels[idx]
-            y = y.astype(np.float32)[:, None] if num_classes == 2 else y.astype(np.int32)
+            y = y.astype(np.float32)[:, None] if num_classes == 2 else np.eye(num_classes, dtype=np.float32)[y]
             return x, y
 
         def on_epoch_end(self):
@@ -321,10 +339,37 @@ class EmotionDataModule:
         self.train = self.val = self.test = None
         self.invalid: list[tuple[str, str]] = []
 
+    def _load(self, base: Path) -> Folder:
+        return load_folder(base, self.class_names, self.cfg.image_size, self.cfg.color, self.cfg.cache)
+
+    def setup_fold(self, fold: int, folds: int) -> EmotionDataModule:
+        """Cross-validation: fold ``fold`` of ``folds`` is the test split; the rest is split into train and val
+        in the configured train:val proportion. A pre-split folder pools its train/ and val/ (never test/)."""
+        cfg = self.cfg
+        self.class_names = class_folders(self.root, cfg.classes)
+        if is_presplit(self.root):
+            a, b = self._load(self.root / "train"), self._load(self.root / "val")
+            pool = Folder(self.class_names, np.concatenate([a.images, b.images]),
+                          np.concatenate([a.labels, b.labels]), a.paths + b.paths, a.digests + b.digests,
+                          a.invalid + b.invalid)
+        else:
+            pool = self._load(self.root)
+        self.invalid = pool.invalid
+        self._check_classes(pool)
+        test = kfold_indices(pool.labels, pool.digests, folds, self.seed)[fold]
+        rest = np.setdiff1d(np.arange(len(pool)), test)
+        train_frac, val_frac = cfg.split[0], cfg.split[1]
+        inner = split_indices(pool.labels[rest], [pool.digests[i] for i in rest],
+                              (train_frac, val_frac / (train_frac + val_frac) if val_frac else 0.0, 0.0), self.seed)
+        self.train = pool.subset(rest[inner["train"]])
+        self.val, self.test = pool.subset(rest[inner["val"]]), pool.subset(test)
+        self._check_classes(self.train)
+        return self
+
     def setup(self) -> EmotionDataModule:
         cfg = self.cfg
         self.class_names = class_folders(self.root, cfg.classes)
-        load = lambda base: load_folder(base, self.class_names, cfg.image_size, cfg.color, cfg.cache)  # noqa: E731
+        load = self._load
         if is_presplit(self.root):
             for s in SPLITS:
                 names = _subdirs(self.root / s)

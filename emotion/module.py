@@ -15,9 +15,9 @@ from .model import build_model
 
 class EmotionClassifier:
     def __init__(self, preset: str = "seed", input_shape=(256, 256, 3), num_classes: int = 2,
-                 learning_rate: float = 1e-3, lr_schedule: str = "constant"):
+                 learning_rate: float = 1e-3, lr_schedule: str = "constant", label_smoothing: float = 0.0):
         self.preset, self.num_classes = preset, num_classes
-        self.learning_rate, self.lr_schedule = learning_rate, lr_schedule
+        self.learning_rate, self.lr_schedule, self.label_smoothing = learning_rate, lr_schedule, label_smoothing
         self.model = build_model(preset, input_shape, num_classes)
 
     @property
@@ -25,13 +25,16 @@ class EmotionClassifier:
         return self.num_classes == 2
 
     def loss(self):
-        return keras.losses.BinaryCrossentropy() if self.binary else keras.losses.SparseCategoricalCrossentropy()
+        # batches carry one-hot labels for more than two classes (emotion.data.make_batches)
+        if self.binary:
+            return keras.losses.BinaryCrossentropy(label_smoothing=self.label_smoothing)
+        return keras.losses.CategoricalCrossentropy(label_smoothing=self.label_smoothing)
 
     def metrics(self) -> list:
         if self.binary:
             return [keras.metrics.BinaryAccuracy(name="accuracy"), keras.metrics.Precision(name="precision"),
                     keras.metrics.Recall(name="recall")]
-        return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return [keras.metrics.CategoricalAccuracy(name="accuracy")]
 
     def optimizer(self, steps_per_epoch: int = 1, epochs: int = 1):
         lr = self.learning_rate
@@ -43,3 +46,4 @@ class EmotionClassifier:
         self.model.compile(optimizer=self.optimizer(steps_per_epoch, epochs), loss=self.loss(),
                            metrics=self.metrics())
         return self.model
+

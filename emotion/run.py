@@ -23,16 +23,17 @@ def report_data(dm: EmotionDataModule) -> None:
         + (f"; {len(dm.invalid)} invalid file(s) skipped, none changed" if dm.invalid else ""))
 
 
-def fit_run(cfg: Config) -> dict:
-    dm = EmotionDataModule(cfg.data, seed=cfg.seed).setup()  # data errors surface before Keras loads
+def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | None = None) -> dict:
+    """Set up the data (unless given), train, test and write the run folder (``out``, default the config's)."""
+    dm = dm or EmotionDataModule(cfg.data, seed=cfg.seed).setup()  # data errors surface before Keras loads
     report_data(dm)
     from .module import EmotionClassifier
     from .trainer import Trainer, seed_everything
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     module = EmotionClassifier(cfg.model.preset, dm.input_shape, dm.num_classes, cfg.model.learning_rate,
-                               cfg.trainer.lr_schedule)
-    out = Path(cfg.trainer.out)
+                               cfg.trainer.lr_schedule, cfg.model.label_smoothing)
+    out = Path(out or cfg.trainer.out)
     trainer = Trainer(cfg.trainer)
     trainer.fit(module, dm, log_dir=out / "logs")
     return trainer.save_run(module, dm, out, config=cfg.to_dict(), seed=cfg.seed)
