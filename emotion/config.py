@@ -47,6 +47,7 @@ class TrainerConfig:
     lr_schedule: str = "constant"  # constant | cosine
     early_stopping: int = 0  # patience in epochs on val_loss; 0: off
     restore_best: bool = False  # keep the weights of the epoch with the lowest val_loss
+    tta_flip: bool = False  # save and test the mean of the model on the image and its mirror (after training)
     tensorboard: bool = True
     verbose: int = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch
 

@@ -296,8 +296,9 @@ def make_batches(images, labels, batch_size: int, shuffle: bool = False, seed: i
         """Batches of float32 pixels (0-255; the model rescales) and labels ((n, 1) 0/1 for two classes,
         one-hot (n, k) for more), in a seeded order per epoch.
 
-        The order of epoch ``e`` is ``default_rng([seed, e]).permutation(n)``: the same batches in the same
-        order under every backend.
+        The order after the ``k``-th `on_epoch_end` call is ``default_rng([seed, k]).permutation(n)``: the same
+        batches in the same order under every backend. (Keras's `fit` peeks at a batch and calls
+        `on_epoch_end` once before the first epoch on every backend, so training starts at ``k = 1``.)
         """
 
         def __init__(self):

@@ -36,4 +36,8 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
     out = Path(out or cfg.trainer.out)
     trainer = Trainer(cfg.trainer)
     trainer.fit(module, dm, log_dir=out / "logs")
+    if cfg.trainer.tta_flip:
+        from .model import with_flip_tta
+
+        module.model = with_flip_tta(module.model)
     return trainer.save_run(module, dm, out, config=cfg.to_dict(), seed=cfg.seed)

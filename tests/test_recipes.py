@@ -124,3 +124,19 @@ def test_config_files_load():
     for path in sorted((Path(__file__).parents[1] / "configs").glob("*.yaml")):
         cfg = load_config(path)
         build_model(cfg.model.preset, (cfg.data.image_size, cfg.data.image_size, 1 if cfg.data.color == "grayscale" else 3))
+
+
+def test_flip_tta_averages_image_and_mirror(tmp_path):
+    import keras
+
+    from emotion.model import with_flip_tta
+
+    base = build_model("seed-plus", (24, 24, 1), 2)
+    tta = with_flip_tta(base)
+    x = np.random.default_rng(1).uniform(0, 255, (3, 24, 24, 1)).astype("float32")
+    expected = (np.asarray(base(x, training=False)) + np.asarray(base(x[:, :, ::-1], training=False))) / 2
+    assert np.allclose(tta.predict(x, verbose=0), expected, atol=1e-6)
+    assert not np.allclose(np.asarray(base(x, training=False)), expected, atol=1e-6), "the mirror matters"
+    tta.save(tmp_path / "tta.keras")
+    again = keras.saving.load_model(tmp_path / "tta.keras")
+    assert np.allclose(again.predict(x, verbose=0), expected, atol=1e-6)
