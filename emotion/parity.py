@@ -1,0 +1,578 @@
+"""Prove the backends agree: train the same model from the same initial weights on the same batches under
+JAX, TensorFlow and PyTorch, each in its own process, and compare what came out.
+
+    emotion parity                                     # 3 epochs of ../shared/data/web-happy-sad at 128x128
+    emotion parity --data DIR --out runs/parity --epochs 2 --image-size 64 --backends jax,torch
+
+Steps (the parent process never imports Keras; each step below is ``python -m emotion.parity STEP SPEC BACKEND``
+in a fresh process with ``KERAS_BACKEND=BACKEND``):
+
+1. ``init``: build the model once (under the first backend) and save ``init.weights.h5``. Keras initializers
+   draw different numbers on each backend, so every backend loads these weights instead of seeding its own.
+2. ``train``: under each backend, load the initial weights and train with `emotion.trainer.Trainer` on the data
+   module's batches; a fingerprint (sha1) of every batch the fit consumed is recorded, per epoch, so the report
+   can show that every backend saw the same batches in the same order. Saves ``<backend>/model.keras``, the
+   test-split probabilities and ``<backend>/result.json`` (history, val and test metrics, batch fingerprints).
+3. ``crossload``: under each backend, load every backend's ``model.keras`` (3x3) and predict the test split;
+   max |dP| against the saving backend's own predictions.
+
+The parent then compares (`compare`), writes ``parity.json`` and ``parity.md`` (`render`) and fails, naming each
+broken tolerance, when one is exceeded. A backend that is not installed is reported as such and left out of
+every comparison: it is never counted as agreeing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import EmotionError
+
+DEFAULT_DATA = "../shared/data/web-happy-sad"
+INIT_WEIGHTS = "init.weights.h5"
+MODEL_FILE = "model.keras"
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+TEST_METRICS = ("loss", "accuracy", "precision", "recall", "f1")
+
+
+@dataclass
+class Tolerances:
+    loss_rel: float = 0.02  # relative spread of a loss across backends (train, val and test)
+    accuracy_points: float = 1.0  # spread of train/val accuracy per epoch, in percentage points
+    test_points: float = 1.0  # spread of test accuracy/precision/recall/f1, in percentage points
+    crossload: float = 1e-5  # max |dP| when a .keras is loaded under another backend
+
+
+@dataclass
+class ParitySpec:
+    """Everything a worker process needs; written to ``OUT/spec.json``."""
+
+    data: str = DEFAULT_DATA
+    out: str = "runs/parity"
+    epochs: int = 3
+    image_size: int = 128
+    batch_size: int = 32
+    seed: int = 0
+    preset: str = "seed"
+    learning_rate: float = 1e-3
+    classes: list[str] | None = None
+    split: list[float] = field(default_factory=lambda: [0.7, 0.2, 0.1])
+    color: str = "rgb"
+    cache: str | None = None
+    backends: list[str] = field(default_factory=list)  # empty: every installed backend
+    perturb: dict[str, float] = field(default_factory=dict)  # backend -> learning rate (to see parity fail)
+    deterministic: bool = True
+    precision: str = "float64"  # float64 | float32: the dtype every layer computes and stores in
+
+    def data_config(self):
+        from .config import DataConfig
+
+        return DataConfig(data=self.data, classes=self.classes, image_size=self.image_size, color=self.color,
+                          batch_size=self.batch_size, split=list(self.split), cache=self.cache)
+
+    def learning_rate_for(self, backend: str) -> float:
+        return float(self.perturb.get(backend, self.learning_rate))
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ============================================================================================ worker side
+def _digest(x) -> str:
+    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:12]
+
+
+def _recording(loader, events: list):
+    """Wrap a `PyDataset` so every batch Keras asks for is fingerprinted, with the epoch hooks as markers."""
+    import keras
+
+    class Recording(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+
+        def __len__(self):
+            return len(loader)
+
+        def __getitem__(self, i):
+            x, y = loader[i]
+            events.append(("batch", int(i), _digest(x) + _digest(y)[:4]))
+            return x, y
+
+        def on_epoch_begin(self):
+            events.append(("begin",))
+
+        def on_epoch_end(self):
+            events.append(("end",))
+            loader.on_epoch_end()
+
+    return Recording()
+
+
+def epoch_fingerprints(events: list, epochs: int) -> list[list[str]]:
+    """The batches consumed in each of the last ``epochs`` epochs (between an epoch's begin and end hooks).
+
+    Keras peeks at a batch before training (TensorFlow to learn the batch signature, JAX and PyTorch to build
+    the model), outside any training epoch; taking the last ``epochs`` begin..end groups leaves those out.
+    """
+    groups, current = [], None
+    for e in events:
+        if e[0] == "begin":
+            current = []
+        elif e[0] == "batch" and current is not None:
+            current.append(e[2])
+        elif e[0] == "end" and current is not None:
+            groups.append(current)
+            current = None
+    return groups[-epochs:]
+
+
+def _worker_dm(spec: ParitySpec, events: list | None = None):
+    from .data import EmotionDataModule
+
+    class DataModule(EmotionDataModule):
+        def train_dataloader(self):
+            loader = super().train_dataloader()
+            return loader if events is None else _recording(loader, events)
+
+    return DataModule(spec.data_config(), seed=spec.seed).setup()
+
+
+def _build(spec: ParitySpec, dm, learning_rate: float):
+    """The module, with every `Rescaling` scale held in the compute dtype.
+
+    Keras's TensorFlow backend turns a Rescaling layer's Python-float scale into a float32 constant before
+    casting it, so under float64 TensorFlow alone would multiply by 1/255 rounded to float32 (a 6e-8 relative
+    difference in every input pixel). A numpy scalar of the compute dtype is cast exactly by every backend; in
+    float32 this changes nothing.
+    """
+    import keras
+
+    from .module import EmotionClassifier
+
+    module = EmotionClassifier(spec.preset, dm.input_shape, dm.num_classes, learning_rate)
+    for layer in module.model._flatten_layers():
+        if isinstance(layer, keras.layers.Rescaling) and isinstance(layer.scale, float):
+            layer.scale = np.dtype(layer.compute_dtype).type(layer.scale)
+    return module
+
+
+def worker_init(spec: ParitySpec, backend: str) -> None:
+    from .trainer import seed_everything
+
+    seed_everything(spec.seed, spec.deterministic)
+    dm = _worker_dm(spec)
+    module = _build(spec, dm, spec.learning_rate)
+    module.model.save_weights(Path(spec.out) / INIT_WEIGHTS)
+
+
+def worker_train(spec: ParitySpec, backend: str) -> None:
+    import backends
+
+    from .config import TrainerConfig
+    from .metrics import score
+    from .trainer import Trainer, seed_everything
+
+    out = Path(spec.out) / backend
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(spec.seed, spec.deterministic)
+    events: list = []
+    dm = _worker_dm(spec, events)
+    lr = spec.learning_rate_for(backend)
+    module = _build(spec, dm, lr)
+    module.model.load_weights(Path(spec.out) / INIT_WEIGHTS)
+    trainer = Trainer(TrainerConfig(epochs=spec.epochs, verbose=2, tensorboard=False,
+                                    deterministic=spec.deterministic))
+    history = trainer.fit(module, dm)
+    module.model.save(out / MODEL_FILE)
+    probs = trainer.predict(module, dm.test_dataloader())
+    np.save(out / "test_probs.npy", probs)
+    result = {
+        **backends.describe(),
+        "learning_rate": lr,
+        "split": dm.split_sizes(),
+        "history": history,
+        "val": _short(trainer.validate(module, dm)),
+        "test": _short(score(probs, dm.test.labels, dm.class_names)),
+        "batches": epoch_fingerprints(events, spec.epochs),
+        "seconds": trainer.timings(),
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+
+
+def _short(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "per_class"}
+
+
+def worker_crossload(spec: ParitySpec, backend: str) -> None:
+    from .infer import load_keras_model
+    from .trainer import Trainer, seed_everything
+
+    seed_everything(spec.seed, spec.deterministic)
+    dm = _worker_dm(spec)
+    deltas = {}
+    for saver in spec.backends:
+        path = Path(spec.out) / saver / MODEL_FILE
+        own = np.load(Path(spec.out) / saver / "test_probs.npy")
+        probs = Trainer().predict(load_keras_model(path), dm.test_dataloader())
+        deltas[saver] = float(np.max(np.abs(probs - own))) if probs.shape == own.shape else float("inf")
+    (Path(spec.out) / backend / "crossload.json").write_text(json.dumps(deltas, indent=2))
+
+
+WORKERS = {"init": worker_init, "train": worker_train, "crossload": worker_crossload}
+
+
+def worker_main(argv: list[str]) -> int:
+    """``python -m emotion.parity STEP SPEC.json BACKEND``"""
+    step, spec_path, backend = argv
+    import backends
+
+    spec = ParitySpec(**json.loads(Path(spec_path).read_text()))
+    backends.select(backend, deterministic=spec.deterministic)
+    import keras
+
+    if spec.precision == "float64":
+        backends.enable_float64()
+    keras.config.set_floatx(spec.precision)
+    try:
+        WORKERS[step](spec, backend)
+    except EmotionError as e:
+        print(f"emotion: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# ============================================================================================ parent side
+def _spawn(step: str, spec_path: Path, backend: str, log_path: Path) -> float:
+    env = dict(os.environ, KERAS_BACKEND=backend)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    t0 = time.perf_counter()
+    with open(log_path, "w") as logf:
+        proc = subprocess.run([sys.executable, "-m", "emotion.parity", step, str(spec_path), backend],
+                              stdout=logf, stderr=subprocess.STDOUT, env=env)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
+        last = lines[-1].strip()[:200] if lines else "no output"
+        raise EmotionError(f"parity step {step!r} under {backend} failed (exit {proc.returncode}): {last} "
+                           f"(full log: {log_path})")
+    return seconds
+
+
+def plan_backends(requested: list[str] | None) -> tuple[list[str], list[str]]:
+    """(backends to compare, requested backends that are not installed)."""
+    import backends
+
+    names = list(requested or backends.NAMES)
+    unknown = [b for b in names if b not in backends.NAMES]
+    if unknown:
+        raise EmotionError(f"unknown backend(s) {unknown}: choose from {', '.join(backends.NAMES)}")
+    installed = backends.installed()
+    present = [b for b in dict.fromkeys(names) if b in installed]
+    missing = [b for b in dict.fromkeys(names) if b not in installed]
+    if len(present) < 2:
+        raise EmotionError(f"parity needs at least two installed backends; installed: {', '.join(installed) or 'none'}"
+                           f"{'; not installed: ' + ', '.join(missing) if missing else ''}")
+    return present, missing
+
+
+def run_parity(spec: ParitySpec, tol: Tolerances | None = None) -> dict:
+    """Run every step and return the report (also written to ``OUT/parity.json`` and ``OUT/parity.md``)."""
+    from .data import EmotionDataModule
+
+    tol = tol or Tolerances()
+    present, missing = plan_backends(spec.backends)
+    bad = [b for b in spec.perturb if b not in present]
+    if bad:
+        raise EmotionError(f"--perturb names backend(s) {bad} that are not compared here ({', '.join(present)})")
+    if spec.epochs < 1:
+        raise EmotionError(f"epochs must be positive, got {spec.epochs}")
+    spec.backends = present
+    for b in missing:
+        log(f"parity: backend {b} is not installed: left out, not compared (pip install 'emotion[{b}]')")
+
+    # Data errors surface here, before any framework loads; this also fills the decoded-image cache.
+    dm = EmotionDataModule(spec.data_config(), seed=spec.seed).setup()
+    if not len(dm.val) or not len(dm.test):
+        raise EmotionError(f"parity needs non-empty val and test splits, got {dm.split_sizes()}")
+    out = Path(spec.out)
+    if out.exists() and not out.is_dir():
+        raise EmotionError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for b in present:
+        (out / b).mkdir(exist_ok=True)
+    spec_path = out / "spec.json"
+    spec_path.write_text(json.dumps(asdict(spec), indent=2))
+    log(f"parity: {', '.join(present)} on {spec.data} (split {dm.split_sizes()}), {spec.epochs} epoch(s) at "
+        f"{spec.image_size}x{spec.image_size}, batch {spec.batch_size}, seed {spec.seed}; output in {out}")
+
+    seconds = {"init": _spawn("init", spec_path, present[0], out / "init.log")}
+    log(f"parity: initial weights built under {present[0]}: {out / INIT_WEIGHTS}")
+    results = {}
+    for b in present:
+        log(f"parity: training under {b} ...")
+        seconds[f"train-{b}"] = _spawn("train", spec_path, b, out / b / "train.log")
+        results[b] = json.loads((out / b / "result.json").read_text())
+    crossload = {}
+    for b in present:
+        log(f"parity: loading every backend's model.keras under {b} ...")
+        seconds[f"crossload-{b}"] = _spawn("crossload", spec_path, b, out / b / "crossload.log")
+        crossload[b] = json.loads((out / b / "crossload.json").read_text())
+
+    report = compare(results, crossload, tol)
+    report.update({
+        "spec": asdict(spec),
+        "tolerances": asdict(tol),
+        "backends": {"compared": present, "not_installed": missing},
+        "split": dm.split_sizes(),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    })
+    (out / "parity.json").write_text(json.dumps(report, indent=2))
+    (out / "parity.md").write_text(render(report))
+    return report
+
+
+# ============================================================================================ command
+def add_arguments(p) -> None:
+    """Flags of ``emotion parity``."""
+    p.add_argument("--data", default=DEFAULT_DATA, help=f"data folder (default {DEFAULT_DATA})")
+    p.add_argument("--out", default="runs/parity", help="output folder (default runs/parity)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="seed")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--classes", type=_names, help="comma-separated subset of class folders")
+    p.add_argument("--split", type=_fractions, default=[0.7, 0.2, 0.1], help="train,val,test fractions")
+    p.add_argument("--cache", help="decoded-image cache folder, or 'off'")
+    p.add_argument("--backends", type=_names, help="comma-separated backends to compare (default: all installed)")
+    p.add_argument("--precision", choices=["float64", "float32"], default="float64",
+                   help="dtype every layer computes in (default float64: see README, 'Parity')")
+    p.add_argument("--loss-rtol", type=float, default=0.02, help="loss tolerance, relative (default 0.02)")
+    p.add_argument("--acc-tol", type=float, default=1.0, help="train/val accuracy tolerance, points (default 1)")
+    p.add_argument("--test-tol", type=float, default=1.0, help="test metric tolerance, points (default 1)")
+    p.add_argument("--crossload-tol", type=float, default=1e-5, help="cross-load max |dP| (default 1e-5)")
+    p.add_argument("--perturb", action="append", default=[], metavar="BACKEND=LR",
+                   help="train BACKEND with learning rate LR instead, to see parity catch a difference")
+
+
+def _names(text: str) -> list[str]:
+    import argparse
+
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names")
+    return names
+
+
+def _fractions(text: str) -> list[float]:
+    import argparse
+
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected three fractions, e.g. 0.7,0.2,0.1") from None
+    if len(parts) != 3 or any(f < 0 for f in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError("expected three fractions summing to 1, e.g. 0.7,0.2,0.1")
+    return parts
+
+
+def _perturbations(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise EmotionError(f"--perturb expects BACKEND=LEARNING_RATE, got {item!r}") from None
+    return out
+
+
+def command(args) -> int:
+    """``emotion parity``: run, print the tables, exit 1 naming each broken tolerance."""
+    if args.image_size < 8 or args.batch_size < 1 or args.epochs < 1:
+        raise EmotionError("--image-size must be at least 8, --batch-size and --epochs positive")
+    spec = ParitySpec(data=args.data, out=args.out, epochs=args.epochs, image_size=args.image_size,
+                      batch_size=args.batch_size, seed=args.seed, preset=args.preset, learning_rate=args.lr,
+                      classes=args.classes, split=args.split, cache=args.cache, backends=args.backends or [],
+                      perturb=_perturbations(args.perturb), precision=args.precision)
+    tol = Tolerances(loss_rel=args.loss_rtol, accuracy_points=args.acc_tol, test_points=args.test_tol,
+                     crossload=args.crossload_tol)
+    report = run_parity(spec, tol)
+    print(render(report), end="")
+    print(f"\nwrote {Path(spec.out) / 'parity.md'} and {Path(spec.out) / 'parity.json'}")
+    if report["ok"]:
+        return 0
+    for failure in report["failures"]:
+        print(f"emotion: parity failed: {failure}", file=sys.stderr)
+    return 1
+
+
+# ============================================================================================ comparison
+def _check(checks: list, name: str, value: float, limit: float, unit: str = "") -> None:
+    checks.append({"check": name, "value": value, "tolerance": limit, "unit": unit,
+                   "ok": bool(np.isfinite(value) and value <= limit)})
+
+
+def loss_spread(values) -> float:
+    """(max - min) / min over the backends: at least every pairwise relative difference."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(v)):
+        return float("inf")
+    low = max(float(np.min(np.abs(v))), 1e-12)
+    return float((v.max() - v.min()) / low)
+
+
+def points_spread(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    return float((v.max() - v.min()) * 100) if np.all(np.isfinite(v)) else float("inf")
+
+
+def compare(results: dict, crossload: dict, tol: Tolerances) -> dict:
+    """Every check of the issue, from the workers' ``result.json`` and ``crossload.json`` contents."""
+    names = list(results)
+    checks: list[dict] = []
+    epochs = min(len(results[b]["history"].get("loss", [])) for b in names)
+    per_epoch = []
+    for e in range(epochs):
+        row = {"epoch": e + 1}
+        for m in EPOCH_METRICS:
+            vals = [results[b]["history"].get(m, [float("nan")] * epochs)[e] for b in names]
+            row[m] = dict(zip(names, vals, strict=True))
+            if m.endswith("loss"):
+                row[f"{m}_spread"] = loss_spread(vals)
+                _check(checks, f"epoch {e + 1} {m}", row[f"{m}_spread"], tol.loss_rel, "relative")
+            else:
+                row[f"{m}_spread"] = points_spread(vals)
+                _check(checks, f"epoch {e + 1} {m}", row[f"{m}_spread"], tol.accuracy_points, "points")
+        per_epoch.append(row)
+    test = {}
+    for m in TEST_METRICS:
+        vals = [results[b]["test"][m] for b in names]
+        if m == "loss":
+            spread = loss_spread(vals)
+            _check(checks, "test loss", spread, tol.loss_rel, "relative")
+        else:
+            spread = points_spread(vals)
+            _check(checks, f"test {m}", spread, tol.test_points, "points")
+        test[m] = {**dict(zip(names, vals, strict=True)), "spread": spread}
+
+    reference = results[names[0]].get("batches")
+    same_batches = all(results[b].get("batches") == reference for b in names) and bool(reference)
+    checks.append({"check": "same batches in the same order", "value": float(not same_batches),
+                   "tolerance": 0.0, "unit": "", "ok": same_batches})
+
+    matrix = {saver: {loader: crossload.get(loader, {}).get(saver, float("inf")) for loader in names}
+              for saver in names}
+    worst = max(v for row in matrix.values() for v in row.values())
+    _check(checks, "cross-load max |dP|", worst, tol.crossload)
+
+    failures = [c for c in checks if not c["ok"]]
+    return {
+        "ok": not failures,
+        "failures": [_describe_failure(c) for c in failures],
+        "per_epoch": per_epoch,
+        "test": test,
+        "crossload": matrix,
+        "batches": {"identical": same_batches, "per_epoch": [len(x) for x in (reference or [])]},
+        "runs": {b: {k: results[b].get(k) for k in ("backend", "keras_version", "framework_version", "devices",
+                                                      "learning_rate", "seconds")} for b in names},
+        "checks": checks,
+    }
+
+
+def _describe_failure(c: dict) -> str:
+    if c["unit"] == "relative":
+        return f"{c['check']}: spread {c['value']:.2%} > {c['tolerance']:.2%} (--loss-rtol)"
+    if c["unit"] == "points":
+        flag = "--test-tol" if c["check"].startswith("test") else "--acc-tol"
+        return f"{c['check']}: spread {c['value']:.2f} points > {c['tolerance']:g} ({flag})"
+    if c["check"].startswith("cross-load"):
+        return f"{c['check']} = {c['value']:.3g} > {c['tolerance']:g} (--crossload-tol)"
+    return f"{c['check']}: no (the backends did not consume identical batches)"
+
+
+# ============================================================================================ report
+def _f(v: float, digits: int = 4) -> str:
+    return "inf" if not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def render(report: dict) -> str:
+    """``parity.md``: the tables a person reads."""
+    names = report["backends"]["compared"]
+    spec, tol = report["spec"], report["tolerances"]
+    lines = [
+        "# Backend parity",
+        "",
+        f"{spec['epochs']} epoch(s) of `{spec['data']}` at {spec['image_size']}x{spec['image_size']}, batch "
+        f"{spec['batch_size']}, seed {spec['seed']}, preset `{spec['preset']}`, learning rate "
+        f"{spec['learning_rate']:g}; split {report['split']}. Every backend starts from the same initial weights "
+        "(`init.weights.h5`) and trains in its own process.",
+        "",
+        "| backend | framework | devices | learning rate | fit seconds |",
+        "|---|---|---|---|---|",
+    ]
+    for b in names:
+        r = report["runs"][b]
+        lines.append(f"| {b} | {r.get('framework_version')} (Keras {r.get('keras_version')}) | "
+                     f"{', '.join(r.get('devices') or [])} | {r.get('learning_rate'):g} | "
+                     f"{(r.get('seconds') or {}).get('fit', '')} |")
+    for b in report["backends"]["not_installed"]:
+        lines.append(f"| {b} | **not installed: not compared** | | | |")
+    lines += ["", f"**Result: {'PASS' if report['ok'] else 'FAIL'}**" + (
+        "" if report["ok"] else " - " + "; ".join(report["failures"])), ""]
+
+    lines += ["## Per epoch", "",
+              f"Loss spread = (max - min) / min across backends (tolerance {tol['loss_rel']:.0%}); accuracy spread "
+              f"= max - min in percentage points (tolerance {tol['accuracy_points']:g}).", "",
+              "| epoch | metric | " + " | ".join(names) + " | spread | ok |",
+              "|---|---|" + "---|" * len(names) + "---|---|"]
+    for row in report["per_epoch"]:
+        for m in EPOCH_METRICS:
+            spread = row[f"{m}_spread"]
+            if m.endswith("loss"):
+                cells = [_f(row[m][b], 6) for b in names]
+                shown, ok = f"{spread:.4%}", spread <= tol["loss_rel"]
+            else:
+                cells = [f"{100 * row[m][b]:.2f}%" for b in names]
+                shown, ok = f"{spread:.2f} pt", spread <= tol["accuracy_points"]
+            lines.append(f"| {row['epoch']} | {m} | " + " | ".join(cells) + f" | {shown} | {'yes' if ok else 'NO'} |")
+
+    lines += ["", "## Test split", "",
+              "| metric | " + " | ".join(names) + " | spread | ok |", "|---|" + "---|" * len(names) + "---|---|"]
+    for m, row in report["test"].items():
+        if m == "loss":
+            cells, shown, ok = [_f(row[b], 6) for b in names], f"{row['spread']:.4%}", row["spread"] <= tol["loss_rel"]
+        else:
+            cells = [f"{100 * row[b]:.2f}%" for b in names]
+            shown, ok = f"{row['spread']:.2f} pt", row["spread"] <= tol["test_points"]
+        lines.append(f"| {m} | " + " | ".join(cells) + f" | {shown} | {'yes' if ok else 'NO'} |")
+
+    batches = report["batches"]
+    lines += ["", "## Batches", "",
+              ("Every backend consumed identical batches (sha1 of pixels and labels) in the same order: "
+               if batches["identical"] else "**The backends did NOT consume identical batches**: ")
+              + f"{sum(batches['per_epoch'])} batches over {len(batches['per_epoch'])} epoch(s).", ""]
+
+    lines += ["## Cross-load", "",
+              f"max |dP| on the test split when the `.keras` saved by one backend (row) is loaded under another "
+              f"(column), against the saving backend's own predictions (tolerance {tol['crossload']:g}).", "",
+              "| saved by \\ loaded by | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for saver, row in report["crossload"].items():
+        lines.append(f"| {saver} | " + " | ".join(f"{row[b]:.2e}" for b in names) + " |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main(sys.argv[1:]))
