@@ -66,6 +66,40 @@ def configure(deterministic: bool = False) -> None:
     _module(current()).configure(deterministic=deterministic)
 
 
+def peak_device_memory() -> int | None:
+    """Peak bytes the running backend has allocated on its first accelerator; None on a CPU-only run."""
+    fn = getattr(_module(current()), "peak_device_memory", None)
+    return fn() if fn else None
+
+
+def enable_float64() -> None:
+    """Let the running backend compute in float64 (`keras.config.set_floatx("float64")` does the rest).
+
+    JAX silently computes float64 arrays in float32 unless x64 is switched on; the others need nothing."""
+    fn = getattr(_module(current()), "enable_float64", None)
+    if fn:
+        fn()
+
+
+def export_formats(name: str | None = None) -> dict[str, tuple[str, ...]]:
+    """``{format: modules it needs}`` that `model.export` writes under backend ``name`` (default: the running one).
+    Reads the backend module's table only: the framework is not imported."""
+    return dict(getattr(_module(name or current()), "EXPORT_FORMATS", {}))
+
+
+def export_unsupported(name: str | None = None) -> dict[str, str]:
+    """``{format: why not}`` for the formats backend ``name`` cannot write."""
+    return dict(getattr(_module(name or current()), "EXPORT_UNSUPPORTED", {}))
+
+
+def litert_quantization(mode: str, calibration) -> dict:
+    """`model.export(format="litert", **options)` options for ``mode`` ("dynamic" or "int8") on this backend."""
+    fn = getattr(_module(current()), "litert_quantization", None)
+    if fn is None:
+        raise BackendError(f"LiteRT quantization is not available under the {current()} backend")
+    return fn(mode, calibration)
+
+
 def describe() -> dict:
     """``{"backend", "framework_version", "devices"}`` of the running backend."""
     import keras

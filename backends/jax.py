@@ -1,11 +1,39 @@
-"""JAX: no full-memory preallocation on GPUs; deterministic GPU reductions on request."""
+"""JAX: no full-memory preallocation on GPUs; deterministic GPU reductions on request; CPU speed settings.
+
+Speed (see docs/performance.md; ``EMOTION_FAST_KERNELS=0`` turns both off): XLA:CPU's YNNPACK convolutions
+(an XLA flag, set in `prepare`) and a max-pool whose gradient XLA:CPU runs fast (`install_fast_max_pool`,
+in `configure`). Neither changes a value the model computes, nor anything saved in a `.keras` file.
+"""
 
 import os
+
+
+def fast_kernels() -> bool:
+    """The speed settings below are on unless ``EMOTION_FAST_KERNELS=0`` (stock Keras/JAX, for comparison)."""
+    return os.environ.get("EMOTION_FAST_KERNELS", "1") != "0"
+
+
+# XLA:CPU runs convolutions through its YNNPACK library path once any YNN fusion type is enabled: the seed
+# CNN's convolutions (forward and both gradients) run ~2-3x faster than the default emitter. Same math.
+YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
+
+
+# `model.export` formats this backend writes (emotion.export), each with the modules it needs; the others
+# with the reason they cannot.
+EXPORT_FORMATS = {"tf_saved_model": ("tensorflow",), "onnx": ("jax2onnx", "onnx")}
+EXPORT_UNSUPPORTED = {
+    "litert": "Keras writes LiteRT only under TensorFlow or PyTorch",
+    "openvino": "OpenVINO cannot convert the XlaCallModule op of JAX's exported graph",
+    "torch": "a torch ExportedProgram needs the PyTorch backend",
+}
 
 
 def prepare(deterministic: bool = False) -> None:
     # JAX grabs 75% of GPU memory at start by default; allocate as needed instead.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    flags = os.environ.get("XLA_FLAGS", "")
+    if fast_kernels() and "xla_cpu_experimental_ynn_fusion_type" not in flags:
+        os.environ["XLA_FLAGS"] = (flags + " " + YNN_FLAG).strip()
     if deterministic:
         flags = os.environ.get("XLA_FLAGS", "")
         if "--xla_gpu_deterministic_ops" not in flags:
@@ -13,7 +41,133 @@ def prepare(deterministic: bool = False) -> None:
 
 
 def configure(deterministic: bool = False) -> None:
-    pass  # everything JAX needs is read from the environment at import time (prepare)
+    if fast_kernels():
+        install_fast_max_pool()
+
+
+# ------------------------------------------------------------------------------------------ fast max-pool
+def install_fast_max_pool() -> None:
+    """Route Keras's JAX ``max_pool`` through `fast_max_pool_2d` where it applies (idempotent).
+
+    XLA differentiates ``reduce_window(max)`` into ``select_and_scatter``, which XLA:CPU runs as a slow
+    scalar loop: about a third of the seed CNN's training step. `fast_max_pool_2d` has the same forward
+    values and the same gradient (to the first maximum of each window, as select_and_scatter's ``ge``
+    picks it) from reshapes and elementwise selects, which XLA fuses. Other cases (strides != pool size,
+    'same' padding that pads, channels_first, 1D/3D) keep Keras's implementation.
+    """
+    from keras.src.backend.jax import nn as jax_nn
+
+    if getattr(jax_nn.max_pool, "emotion_original", None) is not None:
+        return
+    original = jax_nn.max_pool
+
+    def max_pool(inputs, pool_size, strides=None, padding="valid", data_format=None):
+        window = _fast_pool_window(inputs, pool_size, strides, padding, data_format)
+        if window is None:
+            return original(inputs, pool_size, strides, padding, data_format)
+        return fast_max_pool_2d(inputs, window)
+
+    max_pool.emotion_original = original
+    jax_nn.max_pool = max_pool
+
+
+def uninstall_fast_max_pool() -> None:
+    from keras.src.backend.jax import nn as jax_nn
+
+    jax_nn.max_pool = getattr(jax_nn.max_pool, "emotion_original", jax_nn.max_pool)
+
+
+def _fast_pool_window(inputs, pool_size, strides, padding, data_format):
+    """(p, q) where the fast path gives exactly Keras's result, else None."""
+    from keras.src import backend
+
+    if getattr(inputs, "ndim", None) != 4 or backend.standardize_data_format(data_format) != "channels_last":
+        return None
+    pool = (pool_size, pool_size) if isinstance(pool_size, int) else tuple(pool_size)
+    stride = pool if strides is None else (strides, strides) if isinstance(strides, int) else tuple(strides)
+    if len(pool) != 2 or pool != stride:
+        return None
+    _, h, w, _ = inputs.shape
+    if padding == "same" and (h % pool[0] or w % pool[1]):
+        return None  # 'same' pads here; only the unpadded case is reproduced
+    if padding not in ("valid", "same") or h < pool[0] or w < pool[1]:
+        return None
+    return pool
+
+
+def fast_max_pool_2d(x, window):
+    """Max-pool NHWC ``x`` over non-overlapping ``window`` = (p, q) tiles, dropping any remainder ('valid')."""
+    return _max_pool_tiles(x, tuple(window))
+
+
+def _tiles(x, p, q):
+    n, h, w, c = x.shape
+    return x[:, : h // p * p, : w // q * q].reshape(n, h // p, p, w // q, q, c)
+
+
+def _max_pool_tiles_impl(x, window):
+    return _tiles(x, *window).max(axis=(2, 4))
+
+
+def _max_pool_tiles_fwd(x, window):
+    y = _max_pool_tiles_impl(x, window)
+    return y, (x, y)
+
+
+def _max_pool_tiles_bwd(window, residuals, g):
+    import jax.numpy as jnp
+
+    x, y = residuals
+    p, q = window
+    tiles = _tiles(x, p, q)
+    zero = jnp.zeros_like(g)
+    taken, rows = None, []
+    for a in range(p):  # window positions in row-major order; each gradient goes to the first maximum
+        cols = []
+        for b in range(q):
+            hit = tiles[:, :, a, :, b, :] == y
+            first = hit if taken is None else hit & ~taken
+            taken = hit if taken is None else taken | hit
+            cols.append(jnp.where(first, g, zero))
+        rows.append(jnp.stack(cols, axis=3))  # (n, h/p, w/q, q, c)
+    n, h, w, c = x.shape
+    dx = jnp.stack(rows, axis=2).reshape(n, h // p * p, w // q * q, c)
+    if dx.shape != x.shape:
+        dx = jnp.pad(dx, ((0, 0), (0, h - dx.shape[1]), (0, w - dx.shape[2]), (0, 0)))
+    return (dx,)
+
+
+def _make_max_pool_tiles():
+    import jax
+
+    fn = jax.custom_vjp(_max_pool_tiles_impl, nondiff_argnums=(1,))
+    fn.defvjp(_max_pool_tiles_fwd, _max_pool_tiles_bwd)
+    return fn
+
+
+def _max_pool_tiles(x, window):
+    global _MAX_POOL_TILES
+    if _MAX_POOL_TILES is None:
+        _MAX_POOL_TILES = _make_max_pool_tiles()
+    return _MAX_POOL_TILES(x, window)
+
+
+_MAX_POOL_TILES = None
+
+
+def peak_device_memory() -> int | None:
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        return None
+    return (device.memory_stats() or {}).get("peak_bytes_in_use")
+
+
+def enable_float64() -> None:
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
 
 
 def describe() -> dict:

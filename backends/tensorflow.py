@@ -2,6 +2,12 @@
 
 import os
 
+# `model.export` formats this backend writes (emotion.export), each with the modules it needs; the others
+# with the reason they cannot.
+EXPORT_FORMATS = {"tf_saved_model": ("tensorflow",), "onnx": ("tf2onnx", "onnx"), "litert": ("tensorflow",),
+                  "openvino": ("openvino",)}
+EXPORT_UNSUPPORTED = {"torch": "a torch ExportedProgram needs the PyTorch backend"}
+
 
 def prepare(deterministic: bool = False) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,6 +45,32 @@ def configure(deterministic: bool = False) -> None:
             pass
     if deterministic:
         tf.config.experimental.enable_op_determinism()
+
+
+def peak_device_memory() -> int | None:
+    import tensorflow as tf
+
+    if not tf.config.list_logical_devices("GPU"):
+        return None
+    return tf.config.experimental.get_memory_info("GPU:0")["peak"]
+
+
+def litert_quantization(mode: str, calibration) -> dict:
+    """`model.export(format="litert")` options for post-training quantization (TFLite converter settings).
+
+    "dynamic": int8 weights, float activations. "int8": int8 weights and activations, ranges calibrated on
+    ``calibration`` (uint8 images), every op int8; input and output stay float32."""
+    import tensorflow as tf
+
+    options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
+    if mode == "int8":
+        def representative():
+            for image in calibration:
+                yield [image[None].astype("float32")]
+
+        options["representative_dataset"] = representative
+        options["target_spec"] = {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]}
+    return options
 
 
 def describe() -> dict:

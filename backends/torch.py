@@ -2,19 +2,129 @@
 
 import os
 
+# `model.export` formats this backend writes (emotion.export), each with the modules it needs; the others
+# with the reason they cannot.
+EXPORT_FORMATS = {"onnx": ("onnx", "onnxscript"), "openvino": ("openvino",), "torch": ("torch",)}
+EXPORT_UNSUPPORTED = {
+    "tf_saved_model": "Keras's SavedModel export under PyTorch needs torch-xla (and fails with a dynamic batch)",
+    "litert": "Keras writes LiteRT under PyTorch only through litert-torch, which emotion[export] leaves out "
+              "(it pins typing-extensions 4.12 and pulls in transformers)",
+}
+
 
 def prepare(deterministic: bool = False) -> None:
+    if fast_kernels():
+        # OpenMP threads that wait by sleeping, not spinning: on a busy 2-core machine a spinning thread burns
+        # the core its partner needs (torch step 1.02 -> 0.66 CPU-s, batch-1 predict 160 -> 7 ms here). Read
+        # once, when torch loads its OpenMP runtime, so it must be set before `import torch`.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def fast_kernels() -> bool:
+    """The speed settings below are on unless ``EMOTION_FAST_KERNELS=0`` (stock Keras/PyTorch, for comparison)."""
+    return os.environ.get("EMOTION_FAST_KERNELS", "1") != "0"
 
 
 def configure(deterministic: bool = False) -> None:
     import torch
 
     torch.set_num_threads(os.cpu_count() or 1)
+    if fast_kernels():
+        install_fast_max_pool()
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+# ------------------------------------------------------------------------------------------ fast max-pool
+def install_fast_max_pool() -> None:
+    """Route Keras's torch ``max_pool`` and ``conv`` through `fast_max_pool_2d` / `fast_conv_2d` for 2D
+    channels_last input (idempotent; other cases fall back to Keras's own functions).
+
+    Keras permutes NHWC to NCHW and makes it contiguous (a full copy of the activation) before
+    ``max_pool2d`` and before ``conv2d``, where it then copies it again to channels_last. The same torch
+    ops on the permuted view (NCHW indexing, channels_last memory) run PyTorch's channels_last kernels: no
+    copies, outputs stay NHWC-contiguous, and values and gradients are the same ops'.
+    """
+    from keras.src.backend.torch import nn as torch_nn
+
+    for name, fast in (("max_pool", fast_max_pool_2d), ("conv", fast_conv_2d)):
+        original = getattr(torch_nn, name)
+        if getattr(original, "emotion_original", None) is not None:
+            continue
+        setattr(torch_nn, name, _with_fallback(fast, original))
+
+
+def _with_fallback(fast, original):
+    def op(*args, **kwargs):
+        out = fast(*args, **kwargs)
+        return original(*args, **kwargs) if out is None else out
+
+    op.emotion_original = original
+    op.__name__ = op.__qualname__ = original.__name__
+    op.__doc__ = original.__doc__
+    return op
+
+
+def uninstall_fast_max_pool() -> None:
+    """Put Keras's own torch ``max_pool`` and ``conv`` back."""
+    from keras.src.backend.torch import nn as torch_nn
+
+    for name in ("max_pool", "conv"):
+        op = getattr(torch_nn, name)
+        setattr(torch_nn, name, getattr(op, "emotion_original", op))
+
+
+def _pair(value):
+    return (value,) * 2 if isinstance(value, int) else tuple(value)
+
+
+def fast_conv_2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+    """Keras's conv for 4D channels_last 'valid' input without its two input copies (NHWC -> contiguous
+    NCHW -> channels_last NCHW): the NCHW view of NHWC memory already is channels_last. Same F.conv2d call,
+    same memory formats, same result; None where it does not apply."""
+    import torch
+    from keras.src import backend
+    from keras.src.backend.torch.core import convert_to_tensor
+
+    if padding != "valid" or backend.standardize_data_format(data_format) != "channels_last":
+        return None
+    inputs, kernel = convert_to_tensor(inputs), convert_to_tensor(kernel)
+    if inputs.ndim != 4 or kernel.ndim != 4 or inputs.shape[-1] % kernel.shape[-2]:
+        return None
+    nchw = inputs.permute(0, 3, 1, 2)
+    if not nchw.is_contiguous(memory_format=torch.channels_last):
+        nchw = nchw.contiguous(memory_format=torch.channels_last)
+    oihw = kernel.permute(3, 2, 0, 1).contiguous(memory_format=torch.channels_last)
+    out = torch.nn.functional.conv2d(nchw, oihw, stride=_pair(strides), padding=0,
+                                     dilation=_pair(dilation_rate), groups=inputs.shape[-1] // kernel.shape[-2])
+    return out.permute(0, 2, 3, 1)
+
+
+def fast_max_pool_2d(inputs, pool_size, strides=None, padding="valid", data_format=None):
+    """Keras's max_pool for 4D channels_last 'valid' input without layout copies; None where it does not apply."""
+    import torch
+    from keras.src import backend
+    from keras.src.backend.torch.core import convert_to_tensor, get_device
+
+    if padding != "valid" or backend.standardize_data_format(data_format) != "channels_last":
+        return None
+    inputs = convert_to_tensor(inputs)
+    if inputs.ndim != 4 or get_device() == "meta":
+        return None
+    pool = _pair(pool_size)
+    stride = pool if strides is None else _pair(strides)
+    nchw = inputs.permute(0, 3, 1, 2)  # a view: channels_last memory when ``inputs`` is NHWC-contiguous
+    out = torch.nn.functional.max_pool2d(nchw, kernel_size=pool, stride=stride, padding=0)
+    return out.permute(0, 2, 3, 1)
+
+
+def peak_device_memory() -> int | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
 
 
 def describe() -> dict:

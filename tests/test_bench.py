@@ -1,0 +1,189 @@
+"""`emotion bench` in quick mode (tiny sizes, one repeat: well-formed files, no timing assertions), its
+flag checks, and the backend speed patches: each must compute exactly what Keras's own op computes."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import BACKEND, run_cli, run_python
+from test_cross_backend import LOAD, SAVE
+
+import backends
+from emotion import bench
+from emotion.cli import main
+
+INSTALLED = backends.installed()
+
+
+def one_line_error(capsys, argv):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2, err
+    assert len(err) == 1 and err[0].startswith("emotion: error:"), err
+    return err[0]
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--backends", "mxnet"], "unknown backend"),
+    (["--backends", ","], "unknown backend"),
+    (["--repeats", "0"], "at least 1"),
+    (["--batch-size", "many"], "whole number"),
+    (["--image-size", "8"], "at least 16"),
+    (["--precision", "fp8"], "precision must be one of"),
+    (["--device", "tpu"], "device must be one of"),
+])
+def test_bad_flags_give_one_line(capsys, tmp_path, argv, words):
+    assert words in one_line_error(capsys, ["bench", "--data", str(tmp_path), *argv])
+
+
+def test_missing_data_folder_gives_one_line(capsys, tmp_path):
+    assert "not found" in one_line_error(capsys, ["bench", "--quick", "--data", str(tmp_path / "nope")])
+
+
+def test_quick_config():
+    cfg = bench.make_config(quick=True, backends="torch,jax,torch", batch_size="4")
+    assert cfg.backends == ["torch", "jax"] and cfg.batch_size == 4 and cfg.image_size == 32
+    assert cfg.repeats == 1 and cfg.quick
+
+
+def test_measure_quick_under_this_backend(synth_dir):
+    cfg = bench.make_config(quick=True, data=str(synth_dir), backends=BACKEND)
+    r = bench.measure(cfg)
+    assert r["backend"] == BACKEND
+    assert r["compute"]["compile_s"] > 0 and r["compute"]["step_s"]["median"] > 0
+    assert r["compute"]["step_cpu_s"]["median"] > 0 and r["end_to_end"]["warm_step_cpu_s"]["median"] > 0
+    e2e = r["end_to_end"]
+    assert e2e["images_per_epoch"] > 0 and e2e["cold_epoch_s"] >= e2e["first_epoch_s"] > 0
+    assert len(e2e["warm_step_s"]["values"]) == cfg.repeats
+    inf = r["inference"]
+    assert inf["latency_s"]["p95"] >= inf["latency_s"]["p50"] > 0 and inf["images_per_s"]["median"] > 0
+    assert r["memory"]["peak_host_mb"] > 0
+    assert r["forward_macs"] > 0 and r["train_gflop_per_image"] > 2 * r["forward_gflop_per_image"]
+
+
+def test_report_files_from_a_made_up_run(tmp_path):
+    """markdown() and chart() on a report shaped like run_bench's (no processes, no timings taken)."""
+    def stats(v):
+        return {"median": v, "min": v * 0.9, "max": v * 1.2, "values": [v * 0.9, v, v * 1.2]}
+
+    row = {"keras_version": "3", "framework_version": "1", "devices": ["cpu:0"], "forward_gflop_per_image": 0.24,
+           "train_gflop_per_image": 0.67, "compute": {"compile_s": 2.0, "step_s": stats(0.3), "step_cpu_s": stats(0.5)},
+           "end_to_end": {"cold_epoch_s": 5.0, "first_epoch_s": 3.0, "warm_step_s": stats(0.32),
+                          "warm_step_cpu_s": stats(0.55)},
+           "inference": {"compile_s": 0.2, "latency_s": {"p50": 0.004, "p95": 0.006}, "images_per_s": stats(300.0)},
+           "memory": {"peak_host_mb": 1500.0, "peak_device_mb": None}}
+    report = {"settings": bench.BenchConfig().to_dict(), "machine": {**bench.machine(), "sgemm_gflops": 150.0},
+              "backends": {"jax": row, "torch": {**row, "compute": {"compile_s": 1, "step_s": stats(0.6),
+                                                                    "step_cpu_s": stats(0.9)}}},
+              "reference": {"warm_step_s": stats(0.7), "first_epoch_s": 8.0}}
+    report["summary"] = bench.summarize(report)
+    assert report["summary"]["rows"]["torch"]["compute_x_fastest"] == pytest.approx(2.0)
+    text = bench.markdown(report)
+    assert "| jax |" in text and "| reference" in text and "NOT met" in text
+    bench.chart(report, tmp_path / "bench.png")
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# ------------------------------------------------------------------------------ speed patches = Keras's ops
+def _pool_cases():
+    rng = np.random.default_rng(0)
+    x = np.maximum(rng.standard_normal((2, 9, 11, 3)), 0).astype("float32")  # ReLU-like: many tied zeros
+    x[..., 1] = np.round(x[..., 1] * 2)  # more ties among positive values
+    # as Keras's pooling layers call the backend op: explicit strides
+    return x, [((2, 2), (2, 2), "valid"), ((3, 3), (3, 3), "valid"), ((2, 3), (2, 3), "valid"),
+               ((2, 2), (1, 1), "valid"), ((2, 2), (2, 2), "same")]
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="the JAX max-pool patch")
+def test_jax_fast_max_pool_equals_keras():
+    import jax
+    import jax.numpy as jnp
+    from keras.src.backend.jax import nn as jax_nn
+
+    import backends.jax as bj
+
+    bj.install_fast_max_pool()
+    fast, original = jax_nn.max_pool, jax_nn.max_pool.emotion_original
+    x, cases = _pool_cases()
+    assert bj._fast_pool_window(jnp.asarray(x), 2, None, "valid", None) == (2, 2)
+    for pool, strides, padding in cases:
+        y_fast = fast(jnp.asarray(x), pool, strides, padding)
+        y_orig = original(jnp.asarray(x), pool, strides, padding)
+        np.testing.assert_array_equal(np.asarray(y_fast), np.asarray(y_orig))
+        w = jnp.asarray(np.random.default_rng(1).standard_normal(y_orig.shape).astype("float32"))
+        grads = [jax.jit(jax.grad(lambda v, f=f, a=(pool, strides, padding), w=w: (f(v, *a) * w).sum()))(
+            jnp.asarray(x)) for f in (fast, original)]
+        np.testing.assert_array_equal(np.asarray(grads[0]), np.asarray(grads[1]))
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch max-pool/conv patches")
+def test_torch_fast_ops_equal_keras():
+    import torch
+    from keras.src.backend.torch import nn as torch_nn
+
+    import backends.torch as bt
+
+    bt.install_fast_max_pool()
+    x, cases = _pool_cases()
+    pool_fast, pool_orig = torch_nn.max_pool, torch_nn.max_pool.emotion_original
+    for pool, strides, padding in cases:
+        outs = []
+        for f in (pool_fast, pool_orig):
+            v = torch.tensor(x, requires_grad=True)
+            y = f(v, pool, strides, padding)
+            y.backward(torch.ones_like(y) * torch.arange(y.numel()).reshape(y.shape))
+            outs.append((y.detach().numpy(), v.grad.numpy()))
+        np.testing.assert_array_equal(outs[0][0], outs[1][0])
+        np.testing.assert_array_equal(outs[0][1], outs[1][1])
+    conv_fast, conv_orig = torch_nn.conv, torch_nn.conv.emotion_original
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 12, 10, 4)).astype("float32")
+    for kernel_shape, strides, padding, dilation in [((3, 3, 4, 5), 1, "valid", 1), ((3, 2, 4, 6), 2, "valid", 1),
+                                                     ((3, 3, 2, 4), 1, "valid", 1), ((2, 2, 4, 3), 1, "valid", 2),
+                                                     ((3, 3, 4, 5), 1, "same", 1)]:
+        k = rng.standard_normal(kernel_shape).astype("float32")
+        outs = []
+        for f in (conv_fast, conv_orig):
+            xv, kv = torch.tensor(x, requires_grad=True), torch.tensor(k, requires_grad=True)
+            y = f(xv, kv, strides, padding, "channels_last", dilation)
+            (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+            outs.append([t.detach().numpy() for t in (y, xv.grad, kv.grad)])
+        for a, b in zip(*outs, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------ cross-backend (run once)
+@pytest.mark.cross_backend
+@pytest.mark.skipif(len(INSTALLED) < 2, reason="needs two installed backends")
+def test_keras_files_stay_portable_with_speed_patches_on(tmp_path):
+    """test_cross_backend's save/load round, with each backend's speed settings (`configure`) applied."""
+    patch = lambda code: code.replace("import keras\n", "import keras\nbackends.configure()\n", 1)  # noqa: E731
+    for b in INSTALLED:
+        proc = run_python(patch(SAVE).replace("sys.argv[1]", repr(str(tmp_path))), b)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    for b in INSTALLED:
+        code = patch(LOAD).replace("sys.argv[1]", repr(str(tmp_path))).replace("sys.argv[2]", repr(",".join(INSTALLED)))
+        proc = run_python(code, b)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        for saver, delta in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+            assert delta <= 1e-5, f"saved by {saver}, loaded by {b}: max |dP| = {delta}"
+
+
+@pytest.mark.cross_backend
+def test_quick_bench_writes_md_json_png(synth_dir, tmp_path):
+    """`emotion bench --quick`: one process per installed backend plus the seed reference."""
+    out = tmp_path / "bench"
+    proc = run_cli("bench", "--quick", "--data", str(synth_dir), "--out", str(out),
+                   "--backends", ",".join(INSTALLED))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert list(report["backends"]) == INSTALLED
+    assert set(report["summary"]["rows"]) == set(INSTALLED)
+    if "tensorflow" in INSTALLED:
+        ref = report["reference"]
+        assert ref["warm_step_s"]["median"] > 0 and ref["images_per_epoch"] > 0
+    text = (out / "bench.md").read_text()
+    for b in INSTALLED:
+        assert f"| {b} |" in text
+    assert "quick mode" in text and "Speed targets" in text and text in proc.stdout
+    assert (out / "bench.png").read_bytes()[:4] == b"\x89PNG"
