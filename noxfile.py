@@ -5,6 +5,9 @@
     nox -s tests                           # the whole suite under JAX, TensorFlow and PyTorch, each in its own process
     nox -s tests -- -k split               # arguments after -- go to pytest
     nox -s lint
+    nox -s parity                          # the backends agree: same weights, same batches, same metrics
+    nox -s export                          # one model to SavedModel, ONNX, LiteRT, OpenVINO, torch, each verified
+    nox -s bench                           # time every backend and the seed notebook's pipeline (runs/bench/)
 """
 
 from pathlib import Path
@@ -60,13 +63,62 @@ def train_torch(session):
 @nox.session
 def tests(session):
     """Every test under every backend, each backend in its own pytest process, then the cross-backend tests."""
-    session.install("-e", ".[all,dev]")
+    session.install("-e", ".[all,dev,export]")
     for backend in BACKENDS:
         session.log(f"--- tests under KERAS_BACKEND={backend}")
         session.run("pytest", "-m", "not cross_backend", *session.posargs, env={"KERAS_BACKEND": backend})
     session.log("--- cross-backend tests (one subprocess per backend)")
     session.run("pytest", "-m", "cross_backend", *session.posargs, env={"KERAS_BACKEND": BACKENDS[0]},
                 success_codes=[0, 5])  # 5: -k deselected them all
+
+
+@nox.session
+def parity(session):
+    """Train under JAX, TensorFlow and PyTorch from the same initial weights on the same batches; compare
+    per-epoch and test metrics and cross-load every .keras (runs/parity/parity.md). Args go to `emotion parity`."""
+    session.install("-e", ".[all]")
+    args = list(session.posargs)
+    if "--out" not in args:
+        args += ["--out", "runs/parity"]
+    session.run("emotion", "parity", *args)
+
+
+@nox.session
+def export(session):
+    """Export one trained model to every format from every backend that can, each verified with its own runtime
+    (runs/export/export.md). `-- --model FILE.keras` skips the training; `-- --data DIR` picks the images."""
+    session.install("-e", ".[all,export]")
+    args = list(session.posargs)
+    data = args[args.index("--data") + 1] if "--data" in args else "../shared/data/web-happy-sad"
+    if not _has_images(ROOT / data):
+        session.log(f"{data} holds no images: drawing a synthetic face set in data/ (emotion synth data)")
+        if not _has_images(ROOT / "data"):
+            session.run("emotion", "synth", "data")
+        data = "data"
+    model = args[args.index("--model") + 1] if "--model" in args else "runs/export/model/imageclassifier.keras"
+    if "--model" not in args:
+        session.run("emotion", "fit", "--backend", "tensorflow", "--data", data, "--out", "runs/export/model",
+                    "--epochs", "15", "--image-size", "128", "--quiet")
+    session.run("python", "-m", "emotion.export", "matrix", "--model", model, "--out", "runs/export", "--data", data)
+
+
+@nox.session
+def bench(session):
+    """Time training and inference under JAX, TensorFlow and PyTorch (each in its own process) and the seed
+    notebook's own pipeline (runs/bench/bench.md, bench.json, bench.png). Args go to `emotion bench`."""
+    session.install("-e", ".[all]")
+    args = list(session.posargs)
+    if "--data" not in args:
+        data = "../shared/data/web-happy-sad"  # the seed's web photos where they are; else data/ (synthetic if empty)
+        if not _has_images(ROOT / data):
+            data = "data"
+            if not _has_images(ROOT / data):
+                session.log("data/ holds no images: drawing a synthetic happy/sad face set there (emotion synth data)")
+                session.run("emotion", "synth", "data")
+        args = ["--data", data, *args]
+    if "--out" not in args:
+        args += ["--out", "runs/bench"]
+    session.run("emotion", "bench", *args)
 
 
 @nox.session

@@ -65,6 +65,8 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float)
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs w/o val_loss gain")
     p.add_argument("--restore-best", action="store_true", default=None, help="keep the weights of the best val_loss epoch")
+    p.add_argument("--tta-flip", action="store_true", default=None,
+                   help="after training, save and test the mean prediction of each image and its mirror")
     p.add_argument("--deterministic", action="store_true", default=None, help="backend determinism switches")
     p.add_argument("--cache", help="decoded-image cache folder, or 'off' (default ~/.cache/emotion)")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
@@ -111,6 +113,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128)
+
+    p = sub.add_parser("bench", help="time training and inference under each backend (bench.md/.json/.png)")
+    from .bench import add_arguments
+
+    add_arguments(p)
+
+    p = sub.add_parser("parity", help="train under every backend from the same weights and compare (parity.md)")
+    from . import parity
+
+    parity.add_arguments(p)
+
+    p = sub.add_parser("export", help="export a .keras (SavedModel, ONNX, LiteRT, OpenVINO, torch) and verify it")
+    _backend_args(p)
+    from . import export
+
+    export.add_arguments(p)
     return parser
 
 
@@ -125,7 +143,7 @@ def _config(args):
         "trainer.epochs": args.epochs, "trainer.out": args.out, "trainer.lr_schedule": args.lr_schedule,
         "trainer.early_stopping": args.early_stopping, "trainer.restore_best": args.restore_best,
         "trainer.deterministic": args.deterministic, "trainer.verbose": 2 if args.quiet else None,
-        "model.label_smoothing": args.label_smoothing,
+        "model.label_smoothing": args.label_smoothing, "trainer.tta_flip": args.tta_flip,
     }
     return load_config(args.config, overrides)
 
@@ -246,7 +264,29 @@ def cmd_synth(args) -> int:
     return 0
 
 
-COMMANDS = {"fit": cmd_fit, "cv": cmd_cv, "data": cmd_data, "test": cmd_test, "predict": cmd_predict, "clean": cmd_clean, "synth": cmd_synth}
+def cmd_bench(args) -> int:
+    from .bench import config_from_args, run_bench
+
+    cfg = config_from_args(args)
+    run_bench(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print((Path(cfg.out) / "bench.md").read_text(), end="")
+    return 0
+
+
+def cmd_parity(args) -> int:
+    from .parity import command
+
+    return command(args)
+
+
+def cmd_export(args) -> int:
+    from .export import command
+
+    return command(args)
+
+
+COMMANDS = {"bench": cmd_bench, "fit": cmd_fit, "cv": cmd_cv, "data": cmd_data, "test": cmd_test, "predict": cmd_predict, "clean": cmd_clean, "synth": cmd_synth,
+            "parity": cmd_parity, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

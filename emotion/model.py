@@ -80,21 +80,22 @@ def conv_bn(x, filters: int, kernel: int = 3):
 
 @register("seed-plus")
 def seed_plus(input_shape, num_classes):
-    """The seed's three conv blocks with batch norm, augmentation, and dropout before and after Dense(256)
-    (the dropout the seed's README promised). Global average pooling replaces Flatten, so the head no
-    longer grows with the image size: about 40k parameters at any size instead of 3.7M at 256x256."""
+    """The seed's CNN, unchanged, plus what its README promised and a small data set needs: augmentation
+    (flip, ±11° rotation, 10% zoom, 5% shift, contrast; training only) and dropout before and after Dense(256).
+    Same parameters as `seed` (3,696,625 at 256x256). A batch-norm + global-pooling variant of it reached only
+    0.66 and 0.50 test accuracy on the first two folds of web-happy-sad (211 training photos, 20 epochs)."""
     inputs = keras.Input(input_shape)
     x = inputs
-    for layer in augmentation():
+    for layer in augmentation(rotation=0.03, zoom=0.1, translation=0.05, contrast=0.1):
         x = layer(x)
     x = layers.Rescaling(1.0 / 255)(x)
-    for filters in (16, 32, 64):
-        x = conv_bn(x, filters)
+    for filters in (16, 32, 16):
+        x = layers.Conv2D(filters, 3, activation="relu")(x)
         x = layers.MaxPooling2D()(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.3)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.5)(x)
     x = layers.Dense(256, activation="relu")(x)
-    x = layers.Dropout(0.3)(x)
+    x = layers.Dropout(0.5)(x)
     return keras.Model(inputs, head(num_classes)(x), name="seed_plus")
 
 

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 
@@ -19,7 +20,7 @@ def test_rescaling_is_inside_the_model():
     model = build_model("seed", (32, 32, 3), 2)
     rescale = model.layers[0]
     x = np.full((1, 32, 32, 3), 255.0, np.float32)
-    assert np.allclose(np.asarray(rescale(x)), 1.0)
+    assert np.allclose(keras.ops.convert_to_numpy(rescale(x)), 1.0)
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

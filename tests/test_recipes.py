@@ -19,10 +19,11 @@ from emotion.model import build_model
 def test_augmentation_is_training_only(preset):
     model = build_model(preset, (32, 32, 1), 2)
     x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
-    a, b = model(x, training=False), model(x, training=False)
-    assert np.array_equal(np.asarray(a), np.asarray(b)), "inference is deterministic"
+    a, b = model.predict(x, verbose=0), model.predict(x, verbose=0)
+    assert np.array_equal(a, b), "inference is deterministic"
     kinds = {type(layer).__name__ for layer in model.layers}
-    assert {"RandomFlip", "RandomRotation", "RandomContrast", "BatchNormalization", "Dropout"} <= kinds
+    assert {"RandomFlip", "RandomRotation", "RandomContrast", "Dropout"} <= kinds
+    assert preset != "vgg-bn" or "BatchNormalization" in kinds
 
 
 @pytest.fixture(scope="module")
@@ -134,9 +135,10 @@ def test_flip_tta_averages_image_and_mirror(tmp_path):
     base = build_model("seed-plus", (24, 24, 1), 2)
     tta = with_flip_tta(base)
     x = np.random.default_rng(1).uniform(0, 255, (3, 24, 24, 1)).astype("float32")
-    expected = (np.asarray(base(x, training=False)) + np.asarray(base(x[:, :, ::-1], training=False))) / 2
+    plain = base.predict(x, verbose=0)
+    expected = (plain + base.predict(np.ascontiguousarray(x[:, :, ::-1]), verbose=0)) / 2
     assert np.allclose(tta.predict(x, verbose=0), expected, atol=1e-6)
-    assert not np.allclose(np.asarray(base(x, training=False)), expected, atol=1e-6), "the mirror matters"
+    assert not np.allclose(plain, expected, atol=1e-6), "the mirror matters"
     tta.save(tmp_path / "tta.keras")
     again = keras.saving.load_model(tmp_path / "tta.keras")
     assert np.allclose(again.predict(x, verbose=0), expected, atol=1e-6)
