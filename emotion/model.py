@@ -72,6 +72,14 @@ def augmentation(flip=True, rotation=0.04, zoom=0.1, translation=0.1, contrast=0
     return out
 
 
+def augmented_and_rescaled(inputs, **augment):
+    """The stem of the stronger presets: `augmentation(**augment)` (training only), then Rescaling(1/255)."""
+    x = inputs
+    for layer in augmentation(**augment):
+        x = layer(x)
+    return layers.Rescaling(1.0 / 255)(x)
+
+
 def conv_bn(x, filters: int, kernel: int = 3):
     x = layers.Conv2D(filters, kernel, padding="same", use_bias=False)(x)
     x = layers.BatchNormalization()(x)
@@ -85,10 +93,7 @@ def seed_plus(input_shape, num_classes):
     Same parameters as `seed` (3,696,625 at 256x256). A batch-norm + global-pooling variant of it reached only
     0.66 and 0.50 test accuracy on the first two folds of web-happy-sad (211 training photos, 20 epochs)."""
     inputs = keras.Input(input_shape)
-    x = inputs
-    for layer in augmentation(rotation=0.03, zoom=0.1, translation=0.05, contrast=0.1):
-        x = layer(x)
-    x = layers.Rescaling(1.0 / 255)(x)
+    x = augmented_and_rescaled(inputs, rotation=0.03, zoom=0.1, translation=0.05, contrast=0.1)
     for filters in (16, 32, 16):
         x = layers.Conv2D(filters, 3, activation="relu")(x)
         x = layers.MaxPooling2D()(x)
@@ -107,10 +112,7 @@ def vgg_bn(input_shape, num_classes):
     faces are already aligned, and stronger augmentation left this net underfitting in 15 epochs
     (train accuracy = val accuracy = 0.91). ~1.2M parameters."""
     inputs = keras.Input(input_shape)
-    x = inputs
-    for layer in augmentation(rotation=0.03, zoom=0.08, translation=0.06, contrast=0.2):
-        x = layer(x)
-    x = layers.Rescaling(1.0 / 255)(x)
+    x = augmented_and_rescaled(inputs, rotation=0.03, zoom=0.08, translation=0.06, contrast=0.2)
     for filters in (32, 64, 128, 256):
         x = conv_bn(x, filters)
         x = conv_bn(x, filters)
