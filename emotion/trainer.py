@@ -168,7 +168,7 @@ class Trainer:
         if self.history:
             plots.history(self.history, out / "history.png")
         sample = dm.test if len(dm.test) else dm.train
-        probs = self.predict(module, dm.dataloader("test" if len(dm.test) else "train"))[:4]
+        probs = self.predict(module, sample.images[:4].astype(np.float32))  # only the four it shows
         plots.samples(sample.images[:4], sample.labels[:4], dm.class_names, out / "samples.png", probs)
         if test is not None:
             plots.confusion(test["confusion_matrix"], dm.class_names, out / "confusion.png")
