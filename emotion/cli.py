@@ -17,27 +17,11 @@ import os
 import sys
 from pathlib import Path
 
+from .config import parse_fractions, parse_names
 from .errors import EmotionError
 
 
 # --------------------------------------------------------------------------------------------- parser
-def _classes(text: str) -> list[str]:
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected comma-separated class names, e.g. happy,sad")
-    return names
-
-
-def _split(text: str) -> list[float]:
-    try:
-        parts = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected three fractions, e.g. 0.7,0.2,0.1") from None
-    if len(parts) != 3:
-        raise argparse.ArgumentTypeError("expected three fractions, e.g. 0.7,0.2,0.1")
-    return parts
-
-
 def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["jax", "tensorflow", "torch"],
                    help="Keras backend (default: $KERAS_BACKEND, else Keras's default)")
@@ -45,7 +29,7 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 
 def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--data", required=required, help="folder of class subfolders, or of train/ val/ test/")
-    p.add_argument("--classes", type=_classes, help="comma-separated subset of class folders (default: all)")
+    p.add_argument("--classes", type=parse_names, help="comma-separated subset of class folders (default: all)")
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
@@ -57,7 +41,7 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--image-size", type=int)
     p.add_argument("--color", choices=["rgb", "grayscale"])
-    p.add_argument("--split", type=_split, help="train,val,test fractions (default 0.7,0.2,0.1)")
+    p.add_argument("--split", type=parse_fractions, help="train,val,test fractions (default 0.7,0.2,0.1)")
     p.add_argument("--seed", type=int)
     p.add_argument("--preset", help="model preset (default: seed)")
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
@@ -89,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dataset", choices=["fer2013"], help="fer2013: the official Kaggle CSV (emotion,pixels,Usage)")
     p.add_argument("csv", help="the CSV file")
     p.add_argument("out", help="new folder; gets train/ val/ test/ with one subfolder per class")
-    p.add_argument("--classes", type=_classes, help="keep only these emotions, e.g. happy,sad")
+    p.add_argument("--classes", type=parse_names, help="keep only these emotions, e.g. happy,sad")
 
     p = sub.add_parser("test", help="score a saved model on a data folder")
     _backend_args(p)

@@ -12,6 +12,7 @@ A YAML file mirrors the dataclasses (every key optional)::
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,3 +128,23 @@ def validate(cfg: Config) -> None:
         raise EmotionError(f"epochs must be positive, got {cfg.trainer.epochs}")
     if cfg.trainer.lr_schedule not in ("constant", "cosine"):
         raise EmotionError(f"lr_schedule must be constant or cosine, got {cfg.trainer.lr_schedule!r}")
+
+
+# argparse types shared by every command that takes these flags (emotion fit/cv/data, emotion parity)
+def parse_names(text: str) -> list[str]:
+    """``"happy, sad"`` -> ``["happy", "sad"]``."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("expected comma-separated names, e.g. happy,sad")
+    return names
+
+
+def parse_fractions(text: str) -> list[float]:
+    """``"0.7,0.2,0.1"`` -> three non-negative fractions summing to 1 (train, val, test)."""
+    try:
+        parts = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected three fractions, e.g. 0.7,0.2,0.1") from None
+    if len(parts) != 3 or any(f < 0 for f in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError("expected three fractions summing to 1, e.g. 0.7,0.2,0.1")
+    return parts

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import parse_fractions, parse_names
 from .errors import EmotionError
 
 DEFAULT_DATA = "../shared/data/web-happy-sad"
@@ -352,10 +353,10 @@ def add_arguments(p) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default="seed")
     p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--classes", type=_names, help="comma-separated subset of class folders")
-    p.add_argument("--split", type=_fractions, default=[0.7, 0.2, 0.1], help="train,val,test fractions")
+    p.add_argument("--classes", type=parse_names, help="comma-separated subset of class folders")
+    p.add_argument("--split", type=parse_fractions, default=[0.7, 0.2, 0.1], help="train,val,test fractions")
     p.add_argument("--cache", help="decoded-image cache folder, or 'off'")
-    p.add_argument("--backends", type=_names, help="comma-separated backends to compare (default: all installed)")
+    p.add_argument("--backends", type=parse_names, help="comma-separated backends to compare (default: all installed)")
     p.add_argument("--precision", choices=["float64", "float32"], default="float64",
                    help="dtype every layer computes in (default float64: see README, 'Parity')")
     p.add_argument("--loss-rtol", type=float, default=0.02, help="loss tolerance, relative (default 0.02)")
@@ -364,27 +365,6 @@ def add_arguments(p) -> None:
     p.add_argument("--crossload-tol", type=float, default=1e-5, help="cross-load max |dP| (default 1e-5)")
     p.add_argument("--perturb", action="append", default=[], metavar="BACKEND=LR",
                    help="train BACKEND with learning rate LR instead, to see parity catch a difference")
-
-
-def _names(text: str) -> list[str]:
-    import argparse
-
-    names = [c.strip() for c in text.split(",") if c.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected comma-separated names")
-    return names
-
-
-def _fractions(text: str) -> list[float]:
-    import argparse
-
-    try:
-        parts = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected three fractions, e.g. 0.7,0.2,0.1") from None
-    if len(parts) != 3 or any(f < 0 for f in parts) or abs(sum(parts) - 1) > 1e-6:
-        raise argparse.ArgumentTypeError("expected three fractions summing to 1, e.g. 0.7,0.2,0.1")
-    return parts
 
 
 def _perturbations(items: list[str]) -> dict[str, float]:
