@@ -152,6 +152,60 @@ def test_torch_fast_ops_equal_keras():
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch fused convolution layer call")
+def test_torch_fused_conv_layer_equals_keras():
+    """Conv2D with its bias added inside F.conv2d: same outputs and gradients (input, kernel, bias) as Keras's
+    own call, and Keras's call where the fused one does not apply (no bias, 'same' padding, Conv1D)."""
+    import keras
+    import torch
+    from keras.src.layers.convolutional.base_conv import BaseConv
+
+    import backends.torch as bt
+
+    bt.install_fast_max_pool()
+    fused, original = BaseConv.call, BaseConv.call.emotion_original
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 11, 9, 4)).astype("float32")
+    layers = [keras.layers.Conv2D(5, 3, activation="relu"), keras.layers.Conv2D(6, (3, 2), strides=2),
+              keras.layers.Conv2D(4, 2, dilation_rate=2, activation="tanh"), keras.layers.Conv2D(3, 3, use_bias=False),
+              keras.layers.Conv2D(3, 3, padding="same", activation="relu")]
+    for layer in layers:
+        layer.build(x.shape)
+        layer.bias is not None and layer.bias.assign(rng.standard_normal(layer.bias.shape).astype("float32"))
+        outs = []
+        for call in (fused, original):
+            BaseConv.call = call
+            try:
+                v = torch.tensor(x, requires_grad=True)
+                y = layer(v)
+                (y * torch.linspace(-1, 1, y.numel()).reshape(y.shape)).sum().backward()
+                weights = [w.value for w in layer.trainable_weights]
+                outs.append([y.detach().numpy(), v.grad.numpy()] + [w.grad.numpy().copy() for w in weights])
+                for w in weights:
+                    w.grad = None
+            finally:
+                BaseConv.call = fused
+        assert len(outs[0]) == 2 + len(layer.trainable_weights)
+        for a, b in zip(*outs, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    assert bt.fused_conv_call(layers[0], torch.tensor(x)) is not None  # the fused path was the one tested
+    assert bt.fused_conv_call(layers[3], torch.tensor(x)) is None  # no bias: Keras's own call
+    assert bt.fused_conv_call(layers[4], torch.tensor(x)) is None  # 'same' padding: Keras's own call
+    conv1d = keras.layers.Conv1D(3, 3)
+    conv1d.build((2, 8, 4))
+    assert bt.fused_conv_call(conv1d, torch.tensor(x[:, 0])) is None
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="glibc malloc settings for eager PyTorch")
+def test_torch_keeps_freed_memory_when_glibc():
+    import platform
+
+    import backends.torch as bt
+
+    kept = bt.keep_freed_memory()
+    assert kept == (platform.libc_ver()[0] == "glibc")
+
+
 # ------------------------------------------------------------------------------ cross-backend (run once)
 @pytest.mark.cross_backend
 @pytest.mark.skipif(len(INSTALLED) < 2, reason="needs two installed backends")
