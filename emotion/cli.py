@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     _backend_args(p)
     p.add_argument("--model", required=True, help="a .keras file")
     _data_args(p, required=True)
+    p.add_argument("--split", choices=("train", "val", "test"),
+                   help="which split of a train/ val/ test/ folder (default: test)")
+    p.add_argument("--tta-flip", action="store_true",
+                   help="score the mean of the model on each image and its mirror")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
@@ -184,7 +188,16 @@ def cmd_test(args) -> int:
     if len(names) != len(clf.class_names):
         raise EmotionError(f"the model knows {len(clf.class_names)} classes {clf.class_names}, "
                            f"the data has {len(names)}: {names}")
-    base = root / "test" if is_presplit(root) else root
+    if is_presplit(root):
+        base = root / (args.split or "test")
+    elif args.split:
+        raise EmotionError(f"--split needs a folder with train/ val/ test/ in it; {root} has class folders")
+    else:
+        base = root
+    if args.tta_flip and not any(layer.name == "flip_tta" for layer in clf.model.layers):
+        from .model import with_flip_tta
+
+        clf.model = with_flip_tta(clf.model)
     folder = load_folder(base, names, clf.image_size, clf.color)
     if not len(folder):
         raise EmotionError(f"no valid images in {base}")

@@ -81,6 +81,42 @@ def test_test_command_scores_a_folder(capsys, model_file, synth_dir):
     assert result["n"] == 60 and 0 <= result["accuracy"] <= 1 and result["class_names"] == ["happy", "sad"]
 
 
+def test_test_command_split_and_flip_tta(capsys, tmp_path, model_file, synth_dir):
+    """--split picks a split of a train/ val/ test/ folder; --tta-flip scores the mean over each image and its
+    mirror (checked against the model's own probabilities on the flipped images)."""
+    import shutil
+
+    import numpy as np
+
+    from emotion.infer import Predictor
+
+    root = tmp_path / "presplit"
+    for c in ("happy", "sad"):
+        files = sorted((synth_dir / c).iterdir())
+        for split, part in (("train", files[:4]), ("val", files[4:7]), ("test", files[7:9])):
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for f in part:
+                shutil.copy(f, root / split / c / f.name)
+    counts = {}
+    for split in ("train", "val", None):
+        assert main(["test", "--model", str(model_file), "--data", str(root), "--json"]
+                    + (["--split", split] if split else [])) == 0
+        counts[split] = json.loads(capsys.readouterr().out)["n"]
+    assert counts == {"train": 8, "val": 6, None: 4}
+
+    assert main(["test", "--model", str(model_file), "--data", str(root), "--split", "val", "--tta-flip",
+                 "--json"]) == 0
+    tta = json.loads(capsys.readouterr().out)
+    clf = Predictor.load(model_file)
+    files = sorted((root / "val" / "happy").iterdir()) + sorted((root / "val" / "sad").iterdir())
+    images = np.stack([clf.preprocess(f) for f in files])
+    p = (clf.probabilities(images) + clf.probabilities(images[:, :, ::-1])) / 2
+    y = np.array([0] * 3 + [1] * 3)
+    loss = -np.mean(np.log(np.clip(p[np.arange(6), y], 1e-7, 1)))
+    assert abs(tta["loss"] - loss) < 1e-4 * max(1, loss)
+    one_line_error(capsys, ["test", "--model", str(model_file), "--data", str(synth_dir), "--split", "val"])
+
+
 def test_clean_never_changes_files_without_quarantine(capsys, tmp_path):
     for c in ("happy", "sad"):
         write_image(tmp_path / "d" / c / "ok.png")
