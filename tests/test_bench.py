@@ -116,6 +116,38 @@ def test_jax_fast_max_pool_equals_keras():
         np.testing.assert_array_equal(np.asarray(grads[0]), np.asarray(grads[1]))
 
 
+@pytest.mark.skipif(BACKEND != "jax", reason="jit for JAX models with affine augmentation layers")
+def test_jax_jits_models_with_affine_augmentation():
+    """Keras marks RandomRotation/Zoom/Translation as not jittable (for TensorFlow's XLA); under JAX the
+    patched check lets `compile` jit such a model, the jitted layers compute what the eager ones do from the
+    same seed state, and a layer that really is not jittable still turns jit off."""
+    import jax
+    import keras
+
+    import backends.jax as bj
+    from emotion.module import EmotionClassifier
+
+    bj.allow_jit_with_affine_augmentation()
+    model = EmotionClassifier("seed-plus", (32, 32, 3), 2).compile()
+    assert model.jit_compile is True
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    y = np.array([[0], [1], [0], [1]], "float32")
+    assert np.isfinite(model.train_on_batch(x, y, return_dict=True)["loss"])
+    for layer in (keras.layers.RandomRotation(0.1, seed=1), keras.layers.RandomZoom(0.2, seed=2),
+                  keras.layers.RandomTranslation(0.1, 0.1, seed=3)):
+        inputs = keras.Input((32, 32, 3))
+        m = keras.Model(inputs, layer(inputs, training=True))
+        state = [v.value for v in m.non_trainable_variables]
+        eager = m.stateless_call([], state, x, training=True)[0]
+        jitted = jax.jit(lambda s, v, m=m: m.stateless_call([], s, v, training=True)[0])(state, x)
+        np.testing.assert_allclose(np.asarray(jitted), np.asarray(eager), rtol=1e-5, atol=1e-3)
+        assert np.abs(np.asarray(eager) - x).max() > 1  # the layer did transform the images
+    inputs = keras.Input((4,), dtype="int32")
+    hashed = keras.Model(inputs, keras.layers.Hashing(8)(inputs))
+    hashed.compile(loss="mse")
+    assert hashed.jit_compile is False
+
+
 @pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch max-pool/conv patches")
 def test_torch_fast_ops_equal_keras():
     import torch
