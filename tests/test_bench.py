@@ -155,7 +155,7 @@ def test_torch_fast_ops_equal_keras():
 
     import backends.torch as bt
 
-    bt.install_fast_max_pool()
+    bt.install_fast_ops()
     x, cases = _pool_cases()
     pool_fast, pool_orig = torch_nn.max_pool, torch_nn.max_pool.emotion_original
     for pool, strides, padding in cases:
@@ -172,7 +172,9 @@ def test_torch_fast_ops_equal_keras():
     x = rng.standard_normal((2, 12, 10, 4)).astype("float32")
     for kernel_shape, strides, padding, dilation in [((3, 3, 4, 5), 1, "valid", 1), ((3, 2, 4, 6), 2, "valid", 1),
                                                      ((3, 3, 2, 4), 1, "valid", 1), ((2, 2, 4, 3), 1, "valid", 2),
-                                                     ((3, 3, 4, 5), 1, "same", 1)]:
+                                                     ((3, 3, 4, 5), 1, "same", 1), ((3, 3, 4, 5), 1, "same", 2),
+                                                     ((3, 3, 4, 5), 2, "same", 1), ((2, 2, 4, 3), 1, "same", 1),
+                                                     ((5, 3, 4, 2), 3, "same", 1)]:
         k = rng.standard_normal(kernel_shape).astype("float32")
         outs = []
         for f in (conv_fast, conv_orig):
@@ -194,7 +196,7 @@ def test_torch_fused_conv_layer_equals_keras():
 
     import backends.torch as bt
 
-    bt.install_fast_max_pool()
+    bt.install_fast_ops()
     fused, original = BaseConv.call, BaseConv.call.emotion_original
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 11, 9, 4)).astype("float32")
@@ -221,11 +223,44 @@ def test_torch_fused_conv_layer_equals_keras():
         for a, b in zip(*outs, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     assert bt.fused_conv_call(layers[0], torch.tensor(x)) is not None  # the fused path was the one tested
+    assert bt.fused_conv_call(layers[4], torch.tensor(x)) is not None  # 'same' with even padding too
     assert bt.fused_conv_call(layers[3], torch.tensor(x)) is None  # no bias: Keras's own call
-    assert bt.fused_conv_call(layers[4], torch.tensor(x)) is None  # 'same' padding: Keras's own call
+    uneven = keras.layers.Conv2D(3, 2, padding="same")  # pads one pixel, at the end: Keras pads itself
+    uneven.build(x.shape)
+    assert bt.fused_conv_call(uneven, torch.tensor(x)) is None
     conv1d = keras.layers.Conv1D(3, 3)
     conv1d.build((2, 8, 4))
     assert bt.fused_conv_call(conv1d, torch.tensor(x[:, 0])) is None
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch affine_transform patch")
+def test_torch_fast_affine_transform_matches_keras():
+    """grid_sample over the batch against Keras's per-image map_coordinates: same points, same bilinear
+    weights, same edge handling ('nearest' and 'constant' 0), up to round-off; other cases fall back."""
+    import torch
+    from keras.src.backend.torch import image as torch_image
+
+    import backends.torch as bt
+
+    bt.install_fast_ops()
+    fast, original = torch_image.affine_transform, torch_image.affine_transform.emotion_original
+    rng = np.random.default_rng(4)
+    x = torch.tensor(rng.uniform(0, 255, (6, 17, 13, 2)).astype("float32"))
+    angle, zoom = rng.uniform(-0.6, 0.6, 6), rng.uniform(0.7, 1.4, 6)
+    shift = rng.uniform(-5, 5, (6, 2))
+    t = np.stack([np.cos(angle) * zoom, -np.sin(angle) * zoom, shift[:, 0], np.sin(angle) * zoom,
+                  np.cos(angle) * zoom, shift[:, 1], 0 * zoom, 0 * zoom], 1).astype("float32")
+    for fill_mode in ("nearest", "constant"):
+        ours, keras_own = (f(x, torch.tensor(t), fill_mode=fill_mode) for f in (fast, original))
+        assert ours.shape == keras_own.shape == x.shape
+        np.testing.assert_allclose(ours.numpy(), keras_own.numpy(), atol=5e-3)
+        assert bt.fast_affine_transform(x, torch.tensor(t), fill_mode=fill_mode) is not None
+    assert np.abs(ours.numpy() - x.numpy()).max() > 1  # the transforms moved pixels
+    for kwargs in ({"fill_mode": "reflect"}, {"interpolation": "nearest"}, {"fill_mode": "constant", "fill_value": 3}):
+        assert bt.fast_affine_transform(x, torch.tensor(t), **kwargs) is None
+    projective = t.copy()
+    projective[:, 6] = 0.01
+    assert bt.fast_affine_transform(x, torch.tensor(projective)) is None
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="glibc malloc settings for eager PyTorch")
