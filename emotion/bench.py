@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import PRECISIONS
 from .errors import EmotionError
 
 BACKENDS = ("jax", "tensorflow", "torch")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DEVICES = ("auto", "cpu", "gpu")
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_SCRIPT = REPO / "scripts" / "seed_reference.py"
@@ -174,8 +174,6 @@ def measure(cfg: BenchConfig) -> dict:
 
     keras.utils.set_random_seed(0)
     backends.configure()
-    if cfg.precision != "float32":
-        keras.mixed_precision.set_global_policy(cfg.precision)
     info = backends.describe()
     if cfg.device == "gpu" and not any(d.split(":")[0] in ("gpu", "cuda") for d in info["devices"]):
         raise EmotionError(f"--device gpu: {info['backend']} sees no GPU (devices: {info['devices']})")
@@ -185,7 +183,7 @@ def measure(cfg: BenchConfig) -> dict:
     dm = EmotionDataModule(DataConfig(data=cfg.data, image_size=cfg.image_size, batch_size=cfg.batch_size,
                                       cache=cache), seed=0).setup()
     decode_s = time.perf_counter() - t0
-    module = EmotionClassifier(cfg.preset, dm.input_shape, dm.num_classes)
+    module = EmotionClassifier(cfg.preset, dm.input_shape, dm.num_classes, precision=cfg.precision)
     model = module.compile()
     result = {**info, "params": int(model.count_params()), **_forward_macs(model)}
 

@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import parse_fractions, parse_names
+from .config import PRECISIONS, parse_fractions, parse_names
 from .errors import EmotionError
 
 
@@ -47,6 +47,8 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
     p.add_argument("--lr-schedule", choices=["constant", "cosine"])
     p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="Keras dtype policy (default float32); mixed_bfloat16 uses AMX/bf16 units where the CPU has them")
     p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs w/o val_loss gain")
     p.add_argument("--restore-best", action="store_true", default=None, help="keep the weights of the best val_loss epoch")
     p.add_argument("--tta-flip", action="store_true", default=None,
@@ -132,6 +134,7 @@ def _config(args):
         "trainer.early_stopping": args.early_stopping, "trainer.restore_best": args.restore_best,
         "trainer.deterministic": args.deterministic, "trainer.verbose": 2 if args.quiet else None,
         "model.label_smoothing": args.label_smoothing, "trainer.tta_flip": args.tta_flip,
+        "model.precision": args.precision,
     }
     return load_config(args.config, overrides)
 

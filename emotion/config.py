@@ -21,6 +21,8 @@ import yaml
 
 from .errors import EmotionError
 
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies a model can be built with
+
 
 @dataclass
 class DataConfig:
@@ -38,6 +40,7 @@ class ModelConfig:
     preset: str = "seed"
     learning_rate: float = 1e-3
     label_smoothing: float = 0.0
+    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 (Keras dtype policy of the layers)
 
 
 @dataclass
@@ -124,6 +127,8 @@ def validate(cfg: Config) -> None:
         raise EmotionError(f"color must be rgb or grayscale, got {d.color!r}")
     if len(d.split) != 3 or any(f < 0 for f in d.split) or abs(sum(d.split) - 1) > 1e-6:
         raise EmotionError(f"split must be three fractions summing to 1 (train,val,test), got {d.split}")
+    if cfg.model.precision not in PRECISIONS:
+        raise EmotionError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
     if cfg.trainer.epochs < 1:
         raise EmotionError(f"epochs must be positive, got {cfg.trainer.epochs}")
     if cfg.trainer.lr_schedule not in ("constant", "cosine"):

@@ -5,7 +5,8 @@
 
 Every model takes raw 0-255 pixels: rescaling is its first layer, so a saved `.keras` cannot be fed
 differently scaled pixels than it was trained on. Two classes end in one sigmoid unit (P(second class));
-more end in a softmax.
+more end in a softmax. `precision="mixed_bfloat16"` (or `"mixed_float16"`) builds the same layers with
+Keras's mixed-precision policy: float32 weights, bfloat16/float16 compute, and a float32 head.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 import keras
 from keras import layers
 
+from .config import PRECISIONS
 from .errors import EmotionError
 
 PRESETS: dict[str, Callable] = {}
@@ -29,17 +31,33 @@ def register(name: str):
 
 
 def head(num_classes: int) -> layers.Layer:
+    # under a mixed policy the probabilities (and so the loss) stay float32, as Keras's mixed-precision guide
+    # advises; otherwise the head follows the global policy (float64 in `emotion parity`)
+    mixed = keras.config.dtype_policy().compute_dtype in ("float16", "bfloat16")
+    dtype = "float32" if mixed else None
     if num_classes == 2:
-        return layers.Dense(1, activation="sigmoid", name="head")
-    return layers.Dense(num_classes, activation="softmax", name="head")
+        return layers.Dense(1, activation="sigmoid", name="head", dtype=dtype)
+    return layers.Dense(num_classes, activation="softmax", name="head", dtype=dtype)
 
 
-def build_model(preset: str, input_shape=(256, 256, 3), num_classes: int = 2) -> keras.Model:
+def build_model(preset: str, input_shape=(256, 256, 3), num_classes: int = 2,
+                precision: str | None = None) -> keras.Model:
+    """`precision`: one of PRECISIONS, set as Keras's dtype policy while the layers are made (each layer keeps
+    it, in the model and in its `.keras` file) and put back afterwards; None: the global policy as it is."""
     if preset not in PRESETS:
         raise EmotionError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
     if num_classes < 2:
         raise EmotionError(f"need at least two classes, got {num_classes}")
-    return PRESETS[preset](tuple(input_shape), num_classes)
+    if precision is None:
+        return PRESETS[preset](tuple(input_shape), num_classes)
+    if precision not in PRECISIONS:
+        raise EmotionError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(precision)
+    try:
+        return PRESETS[preset](tuple(input_shape), num_classes)
+    finally:
+        keras.config.set_dtype_policy(previous)
 
 
 @register("seed")

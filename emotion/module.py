@@ -15,10 +15,11 @@ from .model import build_model
 
 class EmotionClassifier:
     def __init__(self, preset: str = "seed", input_shape=(256, 256, 3), num_classes: int = 2,
-                 learning_rate: float = 1e-3, lr_schedule: str = "constant", label_smoothing: float = 0.0):
+                 learning_rate: float = 1e-3, lr_schedule: str = "constant", label_smoothing: float = 0.0,
+                 precision: str | None = None):
         self.preset, self.num_classes = preset, num_classes
         self.learning_rate, self.lr_schedule, self.label_smoothing = learning_rate, lr_schedule, label_smoothing
-        self.model = build_model(preset, input_shape, num_classes)
+        self.model = build_model(preset, input_shape, num_classes, precision)
 
     @property
     def binary(self) -> bool:

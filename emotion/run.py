@@ -32,7 +32,7 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     module = EmotionClassifier(cfg.model.preset, dm.input_shape, dm.num_classes, cfg.model.learning_rate,
-                               cfg.trainer.lr_schedule, cfg.model.label_smoothing)
+                               cfg.trainer.lr_schedule, cfg.model.label_smoothing, cfg.model.precision)
     out = Path(out or cfg.trainer.out)
     trainer = Trainer(cfg.trainer)
     trainer.fit(module, dm, log_dir=out / "logs")

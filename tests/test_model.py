@@ -40,3 +40,35 @@ def test_module_compiles_with_the_seed_metrics():
 def test_unknown_preset_is_a_clear_error():
     with pytest.raises(EmotionError, match="unknown preset"):
         build_model("resnet9000")
+
+
+def test_mixed_bfloat16_computes_in_bfloat16_with_a_float32_head(tmp_path):
+    before = keras.config.dtype_policy().name
+    module = EmotionClassifier("vgg-bn", (32, 32, 1), 2, precision="mixed_bfloat16")
+    model = module.compile()
+    assert keras.config.dtype_policy().name == before  # the policy is put back after the build
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert convs and all(layer.compute_dtype == "bfloat16" for layer in convs)
+    assert all(v.dtype == "float32" for v in model.weights)  # weights stay float32
+    assert model.get_layer("head").compute_dtype == "float32"
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (8, 32, 32, 1)).astype("float32")
+    y = rng.integers(0, 2, (8, 1)).astype("float32")
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    out = model.predict(x, verbose=0)
+    assert out.dtype == np.float32 and np.all((out >= 0) & (out <= 1))
+    path = tmp_path / "bf16.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_layer(convs[0].name).compute_dtype == "bfloat16"
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), out, atol=1e-6)
+
+
+def test_unknown_precision_is_a_clear_error():
+    from emotion.config import load_config
+
+    with pytest.raises(EmotionError, match="unknown precision"):
+        build_model("seed", (32, 32, 3), 2, precision="float8")
+    with pytest.raises(EmotionError, match="precision must be one of"):
+        load_config(None, {"model.precision": "bf16"})
