@@ -185,7 +185,8 @@ def measure(cfg: BenchConfig) -> dict:
     decode_s = time.perf_counter() - t0
     module = EmotionClassifier(cfg.preset, dm.input_shape, dm.num_classes, precision=cfg.precision)
     model = module.compile()
-    result = {**info, "params": int(model.count_params()), **_forward_macs(model)}
+    result = {**info, "params": int(model.count_params()), "dtype_policy": model.dtype_policy.name,
+              **_forward_macs(model)}
 
     # 1. compute only: one batch already on the device, train_on_batch (returns numpy logs: synchronous)
     rng = np.random.default_rng(0)

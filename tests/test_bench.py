@@ -58,6 +58,14 @@ def test_measure_quick_under_this_backend(synth_dir):
     inf = r["inference"]
     assert inf["latency_s"]["p95"] >= inf["latency_s"]["p50"] > 0 and inf["images_per_s"]["median"] > 0
     assert r["memory"]["peak_host_mb"] > 0
+    assert r["dtype_policy"] == "float32"
+
+
+def test_measure_quick_in_mixed_bfloat16(synth_dir):
+    cfg = bench.make_config(quick=True, data=str(synth_dir), backends=BACKEND, precision="mixed_bfloat16")
+    r = bench.measure(cfg)
+    assert r["dtype_policy"] == "mixed_bfloat16"
+    assert r["compute"]["step_s"]["median"] > 0 and r["inference"]["images_per_s"]["median"] > 0
     assert r["forward_macs"] > 0 and r["train_gflop_per_image"] > 2 * r["forward_gflop_per_image"]
 
 
@@ -271,6 +279,24 @@ def test_torch_keeps_freed_memory_when_glibc():
 
     kept = bt.keep_freed_memory()
     assert kept == (platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.data options of Keras's PyDataset adapter")
+def test_tensorflow_py_datasets_run_without_autotune():
+    import numpy as np
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    import backends.tensorflow as btf
+    from emotion.data import make_batches
+
+    images = np.zeros((10, 8, 8, 1), np.uint8)
+    labels = np.arange(10) % 2
+    btf.py_datasets_without_autotune()
+    btf.py_datasets_without_autotune()  # idempotent: one wrapper, not two
+    ds = PyDatasetAdapter(make_batches(images, labels, 4, shuffle=True)).get_tf_dataset()
+    assert ds.options().autotune.enabled is False
+    batches = list(ds)  # the same batches as before: 4 + 4 + 2 images
+    assert [b[0].shape[0] for b in batches] == [4, 4, 2]
 
 
 # ------------------------------------------------------------------------------ cross-backend (run once)
