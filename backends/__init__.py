@@ -27,6 +27,12 @@ class BackendError(RuntimeError):
     """A backend was asked for that does not exist or is not installed."""
 
 
+def fast_kernels() -> bool:
+    """Each backend module's speed settings are on unless ``EMOTION_FAST_KERNELS=0`` (stock Keras, for
+    comparison: `emotion bench --stock`)."""
+    return os.environ.get("EMOTION_FAST_KERNELS", "1") != "0"
+
+
 def installed() -> list[str]:
     """Backends whose framework can be imported in this environment."""
     return [name for name in NAMES if importlib.util.find_spec(_FRAMEWORK[name]) is not None]

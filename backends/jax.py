@@ -9,11 +9,7 @@ Speed (see docs/performance.md; ``EMOTION_FAST_KERNELS=0`` turns them off): XLA:
 
 import os
 
-
-def fast_kernels() -> bool:
-    """The speed settings below are on unless ``EMOTION_FAST_KERNELS=0`` (stock Keras/JAX, for comparison)."""
-    return os.environ.get("EMOTION_FAST_KERNELS", "1") != "0"
-
+from backends import fast_kernels
 
 # XLA:CPU runs convolutions through its YNNPACK library path once any YNN fusion type is enabled: the seed
 # CNN's convolutions (forward and both gradients) run ~2-3x faster than the default emitter. Same math.

@@ -2,6 +2,8 @@
 
 import os
 
+from backends import fast_kernels
+
 # `model.export` formats this backend writes (emotion.export), each with the modules it needs; the others
 # with the reason they cannot.
 EXPORT_FORMATS = {"onnx": ("onnx", "onnxscript"), "openvino": ("openvino",), "torch": ("torch",)}
@@ -21,11 +23,6 @@ def prepare(deterministic: bool = False) -> None:
         keep_freed_memory()
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-def fast_kernels() -> bool:
-    """The speed settings below are on unless ``EMOTION_FAST_KERNELS=0`` (stock Keras/PyTorch, for comparison)."""
-    return os.environ.get("EMOTION_FAST_KERNELS", "1") != "0"
 
 
 # glibc mallopt parameters (malloc.h)
