@@ -1,8 +1,9 @@
 """The `emotion` command. Keras is imported only after `--backend` has set `KERAS_BACKEND`.
 
     emotion fit --data ../shared/data/web-happy-sad --out runs/jax --backend jax
-    emotion test --model runs/jax/imageclassifier.keras --data ../shared/data/web-happy-sad
-    emotion predict --model runs/jax/imageclassifier.keras face.jpg [--json]
+    emotion predict photo.jpg photos/ [--json | --csv] [--annotate DIR]   # the shipped face model
+    emotion test --data ../shared/data/web-happy-sad [--model runs/jax/imageclassifier.keras] [--json]
+    emotion video clip.mp4 --out annotated.mp4 --csv frames.csv
     emotion clean --data DIR [--quarantine DIR]
     emotion synth DIR
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from .config import PRECISIONS, parse_fractions, parse_names
 from .errors import EmotionError
+from .faces import FACE_MODES
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -30,6 +32,10 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--data", required=required, help="folder of class subfolders, or of train/ val/ test/")
     p.add_argument("--classes", type=parse_names, help="comma-separated subset of class folders (default: all)")
+
+
+def _model_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="a .keras file (default: the happy/sad face model that ships with emotion)")
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
@@ -55,6 +61,15 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
                    help="after training, save and test the mean prediction of each image and its mirror")
     p.add_argument("--deterministic", action="store_true", default=None, help="backend determinism switches")
     p.add_argument("--cache", help="decoded-image cache folder, or 'off' (default ~/.cache/emotion)")
+    p.add_argument("--faces", choices=["none", "crop", "given"],
+                   help="train on whole images (none, default), on each image's largest face (crop), or on images "
+                        "that are face crops already (given); the model then crops faces in predict/test/video/serve")
+    p.add_argument("--no-face", choices=["keep", "skip"],
+                   help="with --faces crop, an image where no face is found: keep it whole (default) or skip it")
+    p.add_argument("--init-from", metavar="MODEL",
+                   help="start from this .keras's weights (same preset and input size; or 'happy-sad', the shipped model)")
+    p.add_argument("--freeze-epochs", type=int, metavar="N",
+                   help="with --init-from: train only the head for the first N epochs")
     p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
 
 
@@ -79,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("test", help="score a saved model on a data folder")
     _backend_args(p)
-    p.add_argument("--model", required=True, help="a .keras file")
+    _model_arg(p)
     _data_args(p, required=True)
+    p.add_argument("--faces", choices=["crop", "none"],
+                   help="crop each image to its largest face (whole image where none is found) or not; "
+                        "default: crop for a model trained on faces")
+    p.add_argument("--cache", help="decoded-image cache folder, or 'off' (default ~/.cache/emotion)")
     p.add_argument("--split", choices=("train", "val", "test"),
                    help="which split of a train/ val/ test/ folder (default: test)")
     p.add_argument("--tta-flip", action="store_true",
@@ -88,11 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
-    p = sub.add_parser("predict", help="label images with a saved model")
+    p = sub.add_parser("predict", help="find the faces in images and folders and label each one")
     _backend_args(p)
-    p.add_argument("--model", required=True, help="a .keras file")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
-    p.add_argument("--json", action="store_true", help="one JSON list for machines")
+    _model_arg(p)
+    p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
+    p.add_argument("--faces", choices=FACE_MODES,
+                   help="classify the largest face of each image, all faces, or none (the whole image); "
+                        "default: largest for a model trained on faces, else none")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="one JSON list, a row per face, for machines")
+    fmt.add_argument("--csv", action="store_true", help="CSV, a row per face")
+    p.add_argument("--annotate", metavar="DIR", help="write a copy of each image with boxes and labels into DIR")
+
+    p = sub.add_parser("video", help="label the faces of a video file or camera, frame by frame")
+    _backend_args(p)
+    _model_arg(p)
+    p.add_argument("source", help="a video file, or a camera index such as 0")
+    p.add_argument("--out", help="write the annotated video here (.mp4)")
+    p.add_argument("--csv", help="write a row per face per frame here (frame, time, box, label, probabilities)")
+    p.add_argument("--faces", choices=FACE_MODES, default=None,
+                   help="all faces (default for a face model), the largest, or none (the whole frame)")
+    p.add_argument("--smooth", type=float, default=0.6,
+                   help="weight of a face's past in its shown probabilities, 0..0.99 (default 0.6)")
+    p.add_argument("--detect-every", type=int, default=1, metavar="K",
+                   help="look for faces every K-th frame and keep the boxes in between (default 1)")
+    p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--show", action="store_true", help="a live window (where a display exists)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --out/--csv files")
 
     p = sub.add_parser("clean", help="list (and optionally quarantine) files that are not valid images")
     _data_args(p, required=True)
@@ -134,7 +175,8 @@ def _config(args):
         "trainer.early_stopping": args.early_stopping, "trainer.restore_best": args.restore_best,
         "trainer.deterministic": args.deterministic, "trainer.verbose": 2 if args.quiet else None,
         "model.label_smoothing": args.label_smoothing, "trainer.tta_flip": args.tta_flip,
-        "model.precision": args.precision,
+        "model.precision": args.precision, "data.faces": args.faces, "data.no_face": args.no_face,
+        "model.init_from": args.init_from, "trainer.freeze_epochs": args.freeze_epochs,
     }
     return load_config(args.config, overrides)
 
@@ -178,16 +220,17 @@ def cmd_data(args) -> int:
 
 
 def cmd_test(args) -> int:
+    import numpy as np
+
     from .data import class_folders, is_presplit, load_folder
-    from .infer import Predictor
+    from .infer import Predictor, resolve_model
     from .metrics import score
 
-    clf = Predictor.load(args.model)
     root = Path(args.data)
-    classes = args.classes
-    if classes is None and not any(c.startswith("class_") for c in clf.class_names):
-        classes = clf.class_names
-    names = class_folders(root, classes)
+    names = class_folders(root, args.classes)  # data errors before the model loads
+    clf = Predictor.load(resolve_model(args.model))
+    if args.classes is None and not any(c.startswith("class_") for c in clf.class_names):
+        names = class_folders(root, clf.class_names)
     if len(names) != len(clf.class_names):
         raise EmotionError(f"the model knows {len(clf.class_names)} classes {clf.class_names}, "
                            f"the data has {len(names)}: {names}")
@@ -201,44 +244,148 @@ def cmd_test(args) -> int:
         from .model import with_flip_tta
 
         clf.model = with_flip_tta(clf.model)
-    folder = load_folder(base, names, clf.image_size, clf.color)
+    faces = args.faces or ("crop" if clf.face_model else "none")
+    folder = load_folder(base, names, clf.image_size, clf.color, args.cache, faces=faces)
     if not len(folder):
         raise EmotionError(f"no valid images in {base}")
     probs = clf.probabilities(folder.images)
-    result = score(probs[:, 1] if probs.shape[1] == 2 else probs, folder.labels, names)
-    result.update({"model": str(args.model), "data": str(base), "class_names": names,
+    binary = probs.shape[1] == 2
+    result = score(probs[:, 1] if binary else probs, folder.labels, names)
+    result.update({"model": str(args.model or "happy-sad (shipped)"), "data": str(base), "class_names": names,
                    "invalid_files": len(folder.invalid)})
+    if faces == "crop":
+        whole = set(folder.no_face)
+        on_faces = np.array([p not in whole for p in folder.paths])
+        result["faces"] = {"mode": "crop", "found": int(on_faces.sum()), "kept_whole": len(whole),
+                           "found_share": float(on_faces.mean())}
+        if on_faces.any():
+            part = probs[on_faces]
+            result["on_faces"] = score(part[:, 1] if binary else part, folder.labels[on_faces], names)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(f"{base}: {result['n']} images ({len(folder.invalid)} invalid skipped)")
-        print(f"accuracy {result['accuracy']:.4f}  precision {result['precision']:.4f}  "
-              f"recall {result['recall']:.4f}  f1 {result['f1']:.4f}  loss {result['loss']:.4f}")
+        print(f"accuracy {result['accuracy']:.4f}  balanced accuracy {result['balanced_accuracy']:.4f}  "
+              f"precision {result['precision']:.4f}  recall {result['recall']:.4f}  f1 {result['f1']:.4f}  "
+              f"macro f1 {result['f1_macro']:.4f}  loss {result['loss']:.4f}")
         print(f"confusion matrix (rows true {names}, columns predicted): {result['confusion_matrix']}")
+        if "faces" in result:
+            f = result["faces"]
+            line = f"faces found in {f['found']} of {result['n']} images ({f['found_share']:.1%}); the rest scored whole"
+            if "on_faces" in result:
+                o = result["on_faces"]
+                line += f"; on those {f['found']}: accuracy {o['accuracy']:.4f}, balanced {o['balanced_accuracy']:.4f}"
+            print(line)
     return 0
 
 
-def cmd_predict(args) -> int:
-    from .infer import Predictor
+def _text(value) -> str:
+    """A file name as one line of text: names with control characters are printed JSON-quoted."""
+    value = str(value)
+    return json.dumps(value) if any(ord(c) < 32 or ord(c) == 127 for c in value) else value
 
-    clf = Predictor.load(args.model)
-    good, failed = [], 0
-    for f in args.images:
-        try:
-            clf.preprocess(f)
-            good.append(f)
-        except EmotionError as e:
-            print(f"emotion: error: {e}", file=sys.stderr)
-            failed += 1
-    results = clf.predict_files(good) if good else []
-    positive = clf.class_names[-1] if len(clf.class_names) == 2 else None
+
+def cmd_predict(args) -> int:
+    import csv
+    import time
+
+    from .infer import Predictor, image_files, resolve_model
+
+    files = image_files(args.paths)  # every path checked before the model loads
+    if not files:
+        raise EmotionError("no image files in " + ", ".join(args.paths))
+    if args.annotate:
+        Path(args.annotate).mkdir(parents=True, exist_ok=True)
+    clf = Predictor.load(resolve_model(args.model), faces=args.faces)
+    names = clf.class_names
+    positive = names[-1] if len(names) == 2 else None
+    writer = None
+    if args.csv:
+        writer = csv.writer(sys.stdout)
+        writer.writerow(["file", "face", "x", "y", "w", "h", "score", "whole_image", "label", "p",
+                         *[f"p_{c}" for c in names], "error"])
+    on_image = _annotator(Path(args.annotate)) if args.annotate else None
+    counts = {"images": 0, "faces": 0, "whole": 0, "errors": 0}
+    t0 = time.perf_counter()
+    first = True
     if args.json:
-        print(json.dumps(results, indent=2))
-    else:
-        for r in results:
-            extra = f"P({positive})={r['probs'][positive]:.4f}" if positive else f"P={r['p']:.4f}"
-            print(f"{r['file']}\t{r['label']}\t{extra}")
-    return 1 if failed else 0
+        print("[", end="")
+    for row in clf.predict_files(files, on_image=on_image):
+        if "error" in row:
+            counts["errors"] += 1
+            print(f"emotion: error: cannot read image {_text(row['file'])}: {row['error']}", file=sys.stderr)
+        else:
+            counts["faces" if not row["whole_image"] else "whole"] += 1
+            counts["images"] += row["face"] in (0, None)
+        if args.json:
+            print(("" if first else ",") + "\n  " + json.dumps(row), end="")
+        elif writer:
+            box = row.get("box") or [""] * 4
+            probs = row.get("probs") or {}
+            writer.writerow([row["file"], "" if row.get("face") is None else row["face"], *box,
+                             "" if row.get("score") is None else row["score"], row.get("whole_image", ""),
+                             row.get("label", ""), row.get("p", ""), *[probs.get(c, "") for c in names],
+                             row.get("error", "")])
+        elif "error" not in row:
+            where = "whole image" if row["whole_image"] else f"face {row['face']} {row['box']}"
+            extra = f"P({positive})={row['probs'][positive]:.4f}" if positive else f"P={row['p']:.4f}"
+            print(f"{_text(row['file'])}\t{where}\t{row['label']}\t{extra}")
+        first = False
+        sys.stdout.flush()
+    if args.json:
+        print("\n]")
+    seconds = time.perf_counter() - t0
+    print(f"{counts['images']} image(s): {counts['faces']} face(s), {counts['whole']} scored whole (no face "
+          f"found or --faces none), {counts['errors']} unreadable; {counts['images'] / max(seconds, 1e-9):.1f} "
+          f"images/s", file=sys.stderr)
+    return 1 if counts["errors"] else 0
+
+
+def _annotator(folder: Path):
+    """on_image callback of `Predictor.predict_files`: a copy of the image with boxes and labels, in ``folder``,
+    under the image's name (a free name is picked rather than overwrite a file)."""
+    import cv2
+
+    from .video import COLORS, draw
+
+    def save(path, image, rows):
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.shape[-1] == 3 else \
+            cv2.cvtColor(image[..., 0], cv2.COLOR_GRAY2BGR)
+        for i, r in enumerate(rows):
+            box = r["box"] or (0, 0, bgr.shape[1] - 1, bgr.shape[0] - 1)
+            draw(bgr, box, f"{r['label']} {r['p']:.2f}", COLORS[i % len(COLORS)])
+        suffix = Path(path).suffix.lower() if Path(path).suffix.lower() in (".jpg", ".jpeg", ".png") else ".png"
+        target = folder / f"{Path(path).stem}{suffix}"
+        k = 1
+        while target.exists():
+            target = folder / f"{Path(path).stem}-{k}{suffix}"
+            k += 1
+        cv2.imwrite(str(target), bgr)
+
+    return save
+
+
+def cmd_video(args) -> int:
+    from . import video
+    from .infer import Predictor, resolve_model
+
+    for target in (args.out, args.csv):
+        if target and Path(target).exists() and not args.overwrite:
+            raise EmotionError(f"{target} exists; pass --overwrite to replace it")
+    if not 0 <= args.smooth < 1:
+        raise EmotionError(f"--smooth must be in [0, 1), got {args.smooth}")
+    if args.detect_every < 1:
+        raise EmotionError(f"--detect-every must be at least 1, got {args.detect_every}")
+    video.open_source(args.source).release()  # a bad source fails before the model loads
+    clf = Predictor.load(resolve_model(args.model))
+    faces = args.faces or ("all" if clf.face_model else "none")
+    result = video.run(args.source, clf, out=args.out, csv_path=args.csv, show=args.show, faces=faces,
+                       smooth=args.smooth, detect_every=args.detect_every, max_frames=args.max_frames,
+                       log=lambda m: print(m, file=sys.stderr))
+    print(f"{result['frames']} frames, {result['faces']} faces in {result['seconds']:.1f} s: "
+          f"{result['fps']:.1f} frames/s" + (f"; wrote {args.out}" if args.out else "")
+          + (f", {args.csv}" if args.csv else ""))
+    return 0
 
 
 def cmd_clean(args) -> int:
@@ -285,7 +432,8 @@ def cmd_export(args) -> int:
     return command(args)
 
 
-COMMANDS = {"bench": cmd_bench, "fit": cmd_fit, "cv": cmd_cv, "data": cmd_data, "test": cmd_test, "predict": cmd_predict, "clean": cmd_clean, "synth": cmd_synth,
+COMMANDS = {"bench": cmd_bench, "fit": cmd_fit, "cv": cmd_cv, "data": cmd_data, "test": cmd_test, "predict": cmd_predict,
+            "video": cmd_video, "clean": cmd_clean, "synth": cmd_synth,
             "parity": cmd_parity, "export": cmd_export}
 
 

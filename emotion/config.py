@@ -33,6 +33,8 @@ class DataConfig:
     batch_size: int = 32
     split: list[float] = field(default_factory=lambda: [0.7, 0.2, 0.1])  # train, val, test
     cache: str | None = None  # decoded-image cache folder; None: ~/.cache/emotion; "off": no disk cache
+    faces: str = "none"  # none: whole images | crop: each image's largest face | given: the images are face crops
+    no_face: str = "keep"  # faces=crop, no face found: keep the whole image | skip it
 
 
 @dataclass
@@ -41,6 +43,7 @@ class ModelConfig:
     learning_rate: float = 1e-3
     label_smoothing: float = 0.0
     precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 (Keras dtype policy of the layers)
+    init_from: str | None = None  # a .keras (or a shipped model's name) whose weights start the training
 
 
 @dataclass
@@ -51,6 +54,7 @@ class TrainerConfig:
     lr_schedule: str = "constant"  # constant | cosine
     early_stopping: int = 0  # patience in epochs on val_loss; 0: off
     restore_best: bool = False  # keep the weights of the epoch with the lowest val_loss
+    freeze_epochs: int = 0  # with model.init_from: train only the head for this many epochs, then everything
     tta_flip: bool = False  # save and test the mean of the model on the image and its mirror (after training)
     tensorboard: bool = True
     verbose: int = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch
@@ -127,6 +131,14 @@ def validate(cfg: Config) -> None:
         raise EmotionError(f"color must be rgb or grayscale, got {d.color!r}")
     if len(d.split) != 3 or any(f < 0 for f in d.split) or abs(sum(d.split) - 1) > 1e-6:
         raise EmotionError(f"split must be three fractions summing to 1 (train,val,test), got {d.split}")
+    if d.faces not in ("none", "crop", "given"):
+        raise EmotionError(f"faces must be none, crop or given, got {d.faces!r}")
+    if d.no_face not in ("keep", "skip"):
+        raise EmotionError(f"no_face must be keep or skip, got {d.no_face!r}")
+    if cfg.trainer.freeze_epochs < 0 or cfg.trainer.freeze_epochs >= cfg.trainer.epochs:
+        raise EmotionError(f"freeze_epochs must be in 0..epochs-1, got {cfg.trainer.freeze_epochs}")
+    if cfg.trainer.freeze_epochs and not cfg.model.init_from:
+        raise EmotionError("freeze_epochs needs init_from (--init-from MODEL.keras): nothing learned to freeze")
     if cfg.model.precision not in PRECISIONS:
         raise EmotionError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
     if cfg.trainer.epochs < 1:

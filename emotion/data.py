@@ -48,6 +48,31 @@ def load_image(source, image_size: int, color: str = "rgb") -> np.ndarray:
     when shrinking) to a square, aspect ratio not kept, as the seed's `image_dataset_from_directory` did.
     Raises ``ValueError`` with a short reason for anything else.
     """
+    img = _open(source, color, (image_size, image_size))
+    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
+    return _array(img)
+
+
+def decode_image(source, color: str = "rgb", max_side: int = 1280) -> np.ndarray:
+    """Decode one image (path or bytes) at its own aspect ratio, as (H, W, 3 or 1) uint8, its longer side
+    shrunk to at most ``max_side`` (enough to find and crop faces; bounds the memory a huge photo takes).
+    The same decoding rules and errors as `load_image`."""
+    img = _open(source, color, (max_side, max_side))
+    if max(img.size) > max_side:
+        scale = max_side / max(img.size)
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
+                         Image.Resampling.BILINEAR)
+    return _array(img)
+
+
+def _array(img: Image.Image) -> np.ndarray:
+    arr = np.asarray(img, dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
+
+
+def _open(source, color: str, draft: tuple[int, int]) -> Image.Image:
+    """Decode to a Pillow image in RGB or L; big JPEGs are decoded at a reduced DCT scale no smaller than
+    ``draft``."""
     data = Path(source).read_bytes() if not isinstance(source, bytes | bytearray) else bytes(source)
     if not data:
         raise ValueError("empty file")
@@ -59,7 +84,7 @@ def load_image(source, image_size: int, color: str = "rgb") -> np.ndarray:
             if fmt not in SUPPORTED_FORMATS:
                 raise ValueError(f"unsupported image type {fmt}")
             if fmt in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
-                img.draft(img.mode, (image_size, image_size))  # decode big JPEGs at a reduced DCT scale
+                img.draft(img.mode, draft)
             img.load()
     except ValueError:
         raise
@@ -68,10 +93,7 @@ def load_image(source, image_size: int, color: str = "rgb") -> np.ndarray:
     except Exception as e:  # Pillow raises many types for broken files
         reason = "not an image" if "cannot identify" in str(e) else str(e).splitlines()[0][:80]
         raise ValueError(reason) from None
-    img = _to_mode(img, "L" if color == "grayscale" else "RGB")
-    img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8)
-    return arr[..., None] if arr.ndim == 2 else arr
+    return _to_mode(img, "L" if color == "grayscale" else "RGB")
 
 
 def _to_mode(img: Image.Image, mode: str) -> Image.Image:
@@ -148,13 +170,24 @@ class Folder:
     paths: list[str]
     digests: list[str]  # sha1 of each file's bytes: identical files are kept in one split
     invalid: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    # with faces="crop": the images kept whole because no face was found in them, and those left out for it
+    no_face: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
     def subset(self, idx) -> Folder:
         idx = np.asarray(idx, dtype=int)
+        paths = [self.paths[i] for i in idx]
+        whole = set(self.no_face)
         return Folder(
-            self.class_names, self.images[idx], self.labels[idx],
-            [self.paths[i] for i in idx], [self.digests[i] for i in idx],
+            self.class_names, self.images[idx], self.labels[idx], paths, [self.digests[i] for i in idx],
+            no_face=[p for p in paths if p in whole],
         )
+
+    def concat(self, other: Folder) -> Folder:
+        return Folder(self.class_names, np.concatenate([self.images, other.images]),
+                      np.concatenate([self.labels, other.labels]), self.paths + other.paths,
+                      self.digests + other.digests, self.invalid + other.invalid,
+                      self.no_face + other.no_face, self.skipped + other.skipped)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -164,20 +197,32 @@ class Folder:
 
 
 def _decode_one(args):
-    path, image_size, color = args
+    """(image, sha1, error, face_found) for one file; face_found is None when faces are not cropped."""
+    path, image_size, color, detector = args
     try:
         data = path.read_bytes()
-        return load_image(data, image_size, color), hashlib.sha1(data).hexdigest(), None
+        digest = hashlib.sha1(data).hexdigest()
+        if detector is None:
+            return load_image(data, image_size, color), digest, None, None
+        from .faces import face_inputs
+
+        (face, image), = face_inputs(decode_image(data), image_size, color, "largest", detector)
+        return image, digest, None, face is not None
     except (ValueError, OSError) as e:
-        return None, None, str(e)
+        return None, None, str(e), None
 
 
-def decode_files(files, class_names, image_size: int, color: str, workers: int | None = None) -> Folder:
+def decode_files(files, class_names, image_size: int, color: str, workers: int | None = None,
+                 detector=None, no_face: str = "keep") -> Folder:
+    """Decode ``files`` ([(path, label)]) in threads. With a face ``detector``, each image becomes a crop of
+    its largest face; an image without one is kept whole (``no_face="keep"``) or left out ("skip")."""
     channels = 1 if color == "grayscale" else 3
-    jobs = [(p, image_size, color) for p, _ in files]
+    jobs = [(p, image_size, color, detector) for p, _ in files]
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         results = list(pool.map(_decode_one, jobs))
-    ok = [i for i, r in enumerate(results) if r[0] is not None]
+    whole = [str(files[i][0]) for i, r in enumerate(results) if r[3] is False]
+    drop = no_face == "skip"
+    ok = [i for i, r in enumerate(results) if r[0] is not None and not (drop and r[3] is False)]
     images = np.empty((len(ok), image_size, image_size, channels), np.uint8)
     for j, i in enumerate(ok):
         images[j] = results[i][0]
@@ -188,6 +233,8 @@ def decode_files(files, class_names, image_size: int, color: str, workers: int |
         paths=[str(files[i][0]) for i in ok],
         digests=[results[i][1] for i in ok],
         invalid=[(str(files[i][0]), r[2]) for i, r in enumerate(results) if r[0] is None],
+        no_face=[] if drop else whole,
+        skipped=whole if drop else [],
     )
 
 
@@ -197,13 +244,21 @@ def cache_dir(setting: str | None) -> Path | None:
     return Path(setting or os.environ.get("EMOTION_CACHE") or Path.home() / ".cache" / "emotion")
 
 
-def load_folder(base: str | Path, class_names, image_size: int, color: str = "rgb", cache: str | None = None) -> Folder:
-    """Decode every file of ``base/<class>/`` once; later calls with unchanged files read the disk cache."""
+def load_folder(base: str | Path, class_names, image_size: int, color: str = "rgb", cache: str | None = None,
+                faces: str = "none", no_face: str = "keep") -> Folder:
+    """Decode every file of ``base/<class>/`` once; later calls with unchanged files read the disk cache.
+    ``faces="crop"``: each image is its largest face (`emotion.faces`), see `decode_files`."""
     base = Path(base)
     files = list_files(base, class_names)
+    detector = None
+    if faces == "crop":
+        from .faces import MARGIN, default_detector
+
+        detector = default_detector()
     key = hashlib.sha1(json.dumps([
         _CACHE_VERSION, image_size, color, class_names,
         [(str(p.resolve()), label, *_stat(p)) for p, label in files],
+        *([detector.settings(), MARGIN, no_face] if detector else []),
     ]).encode()).hexdigest()[:20]
     folder = cache_dir(cache)
     if folder is not None and (folder / f"{key}.json").is_file():
@@ -211,10 +266,11 @@ def load_folder(base: str | Path, class_names, image_size: int, color: str = "rg
             meta = json.loads((folder / f"{key}.json").read_text())
             images = np.load(folder / f"{key}.npy")
             return Folder(class_names, images, np.array(meta["labels"], dtype=np.int64), meta["paths"],
-                          meta["digests"], [tuple(x) for x in meta["invalid"]])
+                          meta["digests"], [tuple(x) for x in meta["invalid"]], meta.get("no_face", []),
+                          meta.get("skipped", []))
         except (OSError, ValueError, KeyError):
             pass  # a damaged cache entry is rebuilt below
-    result = decode_files(files, class_names, image_size, color)
+    result = decode_files(files, class_names, image_size, color, detector=detector, no_face=no_face)
     if folder is not None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -222,7 +278,7 @@ def load_folder(base: str | Path, class_names, image_size: int, color: str = "rg
             np.save(tmp, result.images)
             os.replace(tmp, folder / f"{key}.npy")
             meta = {"labels": result.labels.tolist(), "paths": result.paths, "digests": result.digests,
-                    "invalid": result.invalid}
+                    "invalid": result.invalid, "no_face": result.no_face, "skipped": result.skipped}
             (folder / f"{key}.{os.getpid()}.tmp.json").write_text(json.dumps(meta))
             os.replace(folder / f"{key}.{os.getpid()}.tmp.json", folder / f"{key}.json")
         except OSError:
@@ -339,9 +395,23 @@ class EmotionDataModule:
         self.root = Path(cfg.data)
         self.train = self.val = self.test = None
         self.invalid: list[tuple[str, str]] = []
+        self.no_face: list[str] = []  # faces="crop": kept whole, no face found
+        self.skipped: list[str] = []  # faces="crop", no_face="skip": left out, no face found
 
     def _load(self, base: Path) -> Folder:
-        return load_folder(base, self.class_names, self.cfg.image_size, self.cfg.color, self.cfg.cache)
+        cfg = self.cfg
+        return load_folder(base, self.class_names, cfg.image_size, cfg.color, cfg.cache, cfg.faces, cfg.no_face)
+
+    def _keep_report(self, folder: Folder) -> None:
+        self.invalid, self.no_face, self.skipped = folder.invalid, folder.no_face, folder.skipped
+
+    def face_counts(self) -> dict | None:
+        """{"mode", "cropped", "kept_whole", "skipped"} over every image used, or None without face cropping."""
+        if self.cfg.faces != "crop":
+            return None
+        used = sum(self.split_sizes().values())
+        return {"mode": "crop", "cropped": used - len(self.no_face), "kept_whole": len(self.no_face),
+                "skipped": len(self.skipped), "no_face": self.cfg.no_face}
 
     def setup_fold(self, fold: int, folds: int) -> EmotionDataModule:
         """Cross-validation: fold ``fold`` of ``folds`` is the test split; the rest is split into train and val
@@ -349,13 +419,10 @@ class EmotionDataModule:
         cfg = self.cfg
         self.class_names = class_folders(self.root, cfg.classes)
         if is_presplit(self.root):
-            a, b = self._load(self.root / "train"), self._load(self.root / "val")
-            pool = Folder(self.class_names, np.concatenate([a.images, b.images]),
-                          np.concatenate([a.labels, b.labels]), a.paths + b.paths, a.digests + b.digests,
-                          a.invalid + b.invalid)
+            pool = self._load(self.root / "train").concat(self._load(self.root / "val"))
         else:
             pool = self._load(self.root)
-        self.invalid = pool.invalid
+        self._keep_report(pool)
         self._check_classes(pool)
         test = kfold_indices(pool.labels, pool.digests, folds, self.seed)[fold]
         rest = np.setdiff1d(np.arange(len(pool)), test)
@@ -378,10 +445,10 @@ class EmotionDataModule:
                 if missing:
                     raise EmotionError(f"{self.root / s} lacks class folder(s) {missing}")
             parts = {s: load(self.root / s) for s in SPLITS}
-            self.invalid = [x for s in SPLITS for x in parts[s].invalid]
+            self._keep_report(parts["train"].concat(parts["val"]).concat(parts["test"]))
         else:
             everything = load(self.root)
-            self.invalid = everything.invalid
+            self._keep_report(everything)
             self._check_classes(everything)
             idx = split_indices(everything.labels, everything.digests, cfg.split, self.seed)
             parts = {s: everything.subset(idx[s]) for s in SPLITS}

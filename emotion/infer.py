@@ -1,33 +1,92 @@
-"""Use a saved `.keras`: load it, preprocess images exactly as training did (`emotion.data.load_image`), predict.
+"""Use a saved `.keras`: load it, find the faces the way it was trained to see them, predict.
 
-    clf = Predictor.load("models/imageclassifier.keras")
-    clf.predict_files(["face.jpg"])   # [{"file": "face.jpg", "label": "sad", "p": 0.91, "probs": {...}}]
+    clf = Predictor.load()                                   # the model that ships with the package
+    clf = Predictor.load("runs/fer/imageclassifier.keras")  # or a run's model
+    for row in clf.predict_files(["photo.jpg", "folder/"]):  # streams, a few images at a time
+        print(row)   # {"file": "photo.jpg", "face": 0, "box": [x, y, w, h], "label": "happy", "p": 0.97, ...}
 
-Class names come from the run folder's `metrics.json` beside the model; without one they are
-``class_0, class_1, ...`` unless given.
+A model carries what it needs to be used right, in an `emotion.json` member of its `.keras` zip (plain Keras
+ignores it): class names, and whether it was trained on faces (`faces: crop`), in which case every consumer
+crops faces for it by default. Older run folders without it fall back to the `metrics.json` beside the model.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 import zipfile
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from .data import load_image
 from .errors import EmotionError
+from .faces import FACE_MODES, MARGIN, face_inputs
+
+META_MEMBER = "emotion.json"
+SHIPPED_DIR = Path(__file__).parent / "shipped"
+SHIPPED = {"happy-sad": SHIPPED_DIR / "happy-sad.keras"}  # name -> file inside the package
+DEFAULT_MODEL = "happy-sad"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+
+# ----------------------------------------------------------------------------------------------- files
+def resolve_model(name_or_path: str | Path | None = None) -> Path:
+    """A shipped model's name (default: the happy/sad face model) or a path, checked before Keras loads."""
+    key = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    path = SHIPPED.get(key, Path(key))
+    if not path.is_file():
+        what = "shipped model" if key in SHIPPED else "model file"
+        raise EmotionError(f"{what} not found: {path}")
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise EmotionError(f"not a Keras model file (.keras zip): {path}")
+    return path
+
+
+def write_meta(path: str | Path, meta: dict) -> None:
+    """Add (or replace) the `emotion.json` member of a saved `.keras`."""
+    path = Path(path)
+    with zipfile.ZipFile(path) as z:
+        if META_MEMBER in z.namelist():  # zipfile cannot replace a member: rewrite the archive without it
+            tmp = path.with_name(path.name + ".tmp")
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as out:
+                for info in z.infolist():
+                    if info.filename != META_MEMBER:
+                        out.writestr(info, z.read(info))
+            os.replace(tmp, path)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as z:
+        z.writestr(META_MEMBER, json.dumps(meta, indent=1))
+
+
+def read_meta(path: str | Path) -> dict:
+    """The model's `emotion.json`, else what the run folder's `metrics.json` says, else {}."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            if META_MEMBER in z.namelist() and z.getinfo(META_MEMBER).file_size < 1_000_000:
+                meta = json.loads(z.read(META_MEMBER))
+                if isinstance(meta, dict):
+                    return meta
+    except (OSError, ValueError, zipfile.BadZipFile):
+        pass
+    beside = path.with_name("metrics.json")
+    try:
+        run = json.loads(beside.read_text()) if beside.is_file() and beside.stat().st_size < 10_000_000 else {}
+    except (OSError, ValueError):
+        run = {}
+    if not isinstance(run, dict):
+        return {}
+    faces = ((run.get("config") or {}).get("data") or {}).get("faces", "none")
+    return {"class_names": run.get("class_names"), "faces": "crop" if faces in ("crop", "given") else "none"}
 
 
 def load_keras_model(path: str | Path):
     """`keras.saving.load_model` with one-line errors for a missing, foreign or damaged file."""
     import keras
 
-    path = Path(path)
-    if not path.is_file():
-        raise EmotionError(f"model file not found: {path}")
-    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
-        raise EmotionError(f"not a Keras model file (.keras zip): {path}")
+    path = resolve_model(path)
     try:
         return keras.saving.load_model(path)
     except Exception as e:  # keras raises ValueError, KeyError, OSError, zipfile errors...
@@ -35,37 +94,66 @@ def load_keras_model(path: str | Path):
         raise EmotionError(f"cannot load model {path}: {msg}") from None
 
 
-def class_names_for(path: str | Path, num_outputs: int) -> list[str]:
-    meta = Path(path).with_name("metrics.json")
-    k = max(num_outputs, 2)
-    if meta.is_file():
-        try:
-            names = json.loads(meta.read_text()).get("class_names")
-            if isinstance(names, list) and len(names) == k:
-                return [str(n) for n in names]
-        except (OSError, ValueError):
-            pass
-    return [f"class_{i}" for i in range(k)]
+def image_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Files as given and image files under folders (recursively, sorted, hidden ones left out). Every path
+    is checked before anything is loaded: a missing one is an error."""
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            for dirpath, dirnames, filenames in os.walk(p):
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+                out += [Path(dirpath) / f for f in sorted(filenames)
+                        if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)
+                        and (Path(dirpath) / f).is_file()]
+        elif p.is_file():
+            out.append(p)
+        elif p.exists():
+            raise EmotionError(f"not a regular file or folder: {p}")
+        else:
+            raise EmotionError(f"image or folder not found: {p}")
+    return out
 
 
+# ----------------------------------------------------------------------------------------------- predictor
 class Predictor:
-    def __init__(self, model, class_names: list[str]):
-        self.model, self.class_names = model, class_names
+    """A model, its class names and how it meets images (``faces``: 'largest' | 'all' | 'none')."""
+
+    def __init__(self, model, class_names: list[str], faces: str = "none", margin: float = MARGIN):
+        self.model, self.class_names, self.margin = model, class_names, margin
         _, h, w, c = model.input_shape
         if h is None or h != w:
             raise EmotionError(f"model input {model.input_shape} is not a fixed square image")
         self.image_size, self.color = int(h), ("grayscale" if c == 1 else "rgb")
+        self.face_model = faces != "none"
+        self.faces = faces
 
     @classmethod
-    def load(cls, path: str | Path, class_names: list[str] | None = None) -> Predictor:
+    def load(cls, path: str | Path | None = None, class_names: list[str] | None = None,
+             faces: str | None = None) -> Predictor:
+        """``faces=None``: 'largest' for a model trained on faces, else 'none'."""
+        path = resolve_model(path)
+        meta = read_meta(path)
         model = load_keras_model(path)
         outputs = int(model.output_shape[-1])
-        names = class_names or class_names_for(path, outputs)
-        if len(names) != max(outputs, 2):
-            raise EmotionError(f"model has {max(outputs, 2)} classes but {len(names)} class names were given")
-        return cls(model, names)
+        k = max(outputs, 2)
+        names = class_names or meta.get("class_names")
+        if not (isinstance(names, list) and len(names) == k):
+            names = class_names or [f"class_{i}" for i in range(k)]
+        if len(names) != k:
+            raise EmotionError(f"model has {k} classes but {len(names)} class names were given")
+        trained_on_faces = meta.get("faces") == "crop"
+        if faces is not None and faces not in FACE_MODES:
+            raise EmotionError(f"faces must be one of {', '.join(FACE_MODES)}, got {faces!r}")
+        clf = cls(model, [str(n) for n in names], faces or ("largest" if trained_on_faces else "none"),
+                  float(meta.get("margin", MARGIN)))
+        clf.face_model = trained_on_faces
+        clf.meta = meta
+        return clf
 
     def preprocess(self, path: str | Path) -> np.ndarray:
+        """The whole image as the model's input (no face search)."""
+        from .data import load_image
+
         path = Path(path)
         if not path.is_file():
             raise EmotionError(f"image not found: {path}")
@@ -75,15 +163,65 @@ class Predictor:
             raise EmotionError(f"cannot read image {path}: {e}") from None
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(n, k) class probabilities for uint8 images of the model's size."""
-        p = np.asarray(self.model.predict(np.asarray(images, np.float32), verbose=0), dtype=np.float64)
+        """(n, k) class probabilities for uint8 images of the model's size. Batches are padded to a power of two
+        (at most 64) so compiled predict functions see few distinct shapes."""
+        x = np.asarray(images, np.float32)
+        out = []
+        for start in range(0, len(x), 64):
+            part = x[start:start + 64]
+            n = len(part)
+            padded = 2 ** math.ceil(math.log2(n)) if n > 1 else 1
+            if padded > n:
+                part = np.concatenate([part, np.zeros((padded - n, *part.shape[1:]), np.float32)])
+            out.append(np.asarray(self.model.predict_on_batch(part), dtype=np.float64)[:n])
+        p = np.concatenate(out) if out else np.zeros((0, self.model.output_shape[-1]))
         return np.concatenate([1 - p, p], axis=1) if p.shape[-1] == 1 else p
 
-    def predict_files(self, files) -> list[dict]:
-        images = np.stack([self.preprocess(f) for f in files])
-        out = []
-        for f, p in zip(files, self.probabilities(images), strict=True):
-            i = int(p.argmax())
-            out.append({"file": str(f), "label": self.class_names[i], "p": float(p[i]),
-                        "probs": {c: float(v) for c, v in zip(self.class_names, p, strict=True)}})
-        return out
+    def row(self, p: np.ndarray) -> dict:
+        i = int(p.argmax())
+        return {"label": self.class_names[i], "p": float(p[i]),
+                "probs": {c: float(v) for c, v in zip(self.class_names, p, strict=True)}}
+
+    def inputs(self, image: np.ndarray, faces: str | None = None):
+        """[(Face or None, model input)] for a decoded (H, W, C) uint8 image."""
+        return face_inputs(image, self.image_size, self.color, faces or self.faces, margin=self.margin)
+
+    def predict_image(self, image: np.ndarray, faces: str | None = None) -> list[dict]:
+        """One row per face found (or one whole-image row) of a decoded RGB image."""
+        found = self.inputs(image, faces)
+        probs = self.probabilities(np.stack([x for _, x in found]))
+        return [self._face_row(f, i, p) for i, ((f, _), p) in enumerate(zip(found, probs, strict=True))]
+
+    def _face_row(self, face, index: int, p) -> dict:
+        return {"face": index if face else None, "box": list(face.box) if face else None,
+                "score": round(face.score, 4) if face else None, "whole_image": face is None, **self.row(p)}
+
+    def predict_files(self, paths: Iterable[str | Path], faces: str | None = None, chunk: int = 16,
+                      on_image=None) -> Iterator[dict]:
+        """Rows for each face of each image, streamed ``chunk`` images at a time (decoded in threads), so
+        memory does not grow with the number of files. An unreadable file gives one row with an "error".
+        ``on_image(path, image, rows)`` is called for each decoded image (e.g. to draw on it)."""
+        from .data import decode_image
+
+        def work(path):
+            try:
+                image = decode_image(path)
+                return image, self.inputs(image, faces), None
+            except (ValueError, OSError) as e:
+                return None, None, str(e)
+
+        paths = list(paths)
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for start in range(0, len(paths), chunk):
+                part = paths[start:start + chunk]
+                done = list(pool.map(work, part))
+                crops = [x for _, found, _ in done if found for _, x in found]
+                probs = iter(self.probabilities(np.stack(crops)) if crops else [])
+                for path, (image, found, error) in zip(part, done, strict=True):
+                    if error is not None:
+                        yield {"file": str(path), "error": error}
+                        continue
+                    rows = [{"file": str(path), **self._face_row(f, i, next(probs))} for i, (f, _) in enumerate(found)]
+                    if on_image is not None:
+                        on_image(path, image, rows)
+                    yield from rows

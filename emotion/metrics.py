@@ -1,7 +1,8 @@
 """Test metrics from predicted probabilities, in numpy: one definition for every backend and every command.
 
     score(probs, labels, ["happy", "sad"])
-    # {"accuracy": .., "precision": .., "recall": .., "f1": .., "loss": .., "confusion_matrix": [[tn, fp], [fn, tp]]}
+    # {"accuracy": .., "balanced_accuracy": .., "precision": .., "recall": .., "f1": .., "f1_macro": .., "loss": ..,
+    #  "confusion_matrix": [[tn, fp], [fn, tp]]}
 
 Binary: ``probs`` is P(second class), shape (n,) or (n, 1); precision/recall/f1 are for the second class
 (``sad``), as Keras's Precision/Recall metrics report them during training. Multi-class: ``probs`` is (n, k);
@@ -47,9 +48,13 @@ def score(probs, labels, class_names) -> dict:
         summary = {m: per_class[class_names[1]][m] for m in ("precision", "recall", "f1")}
     else:
         summary = {m: float(np.mean([v[m] for v in per_class.values()])) for m in ("precision", "recall", "f1")}
+    present = [v for v in per_class.values() if v["support"]]
     return {
         "accuracy": _ratio(np.trace(cm), cm.sum()),
+        # the mean recall over the classes present: an imbalanced folder cannot flatter it
+        "balanced_accuracy": float(np.mean([v["recall"] for v in present])) if present else 0.0,
         **summary,
+        "f1_macro": float(np.mean([v["f1"] for v in per_class.values()])),
         "loss": float(loss),
         "n": int(len(labels)),
         "confusion_matrix": cm.tolist(),

@@ -142,6 +142,39 @@ def vgg_bn(input_shape, num_classes):
     return keras.Model(inputs, head(num_classes)(x), name="vgg_bn")
 
 
+def unwrap(model: keras.Model) -> keras.Model:
+    """The trained network inside a `with_flip_tta` wrapper (or the model itself)."""
+    if any(layer.name == "flip_tta" for layer in model.layers):
+        return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    return model
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> int:
+    """Copy ``source``'s weights into ``target`` layer by layer (both from one preset and input shape); the
+    head is copied too where its shape matches (same number of classes), else it keeps its fresh weights.
+    Returns the number of layers copied."""
+    src = [layer for layer in unwrap(source).layers if layer.weights]
+    dst = [layer for layer in target.layers if layer.weights]
+    shapes = [[tuple(w.shape) for w in layer.weights] for layer in src]
+    wanted = [[tuple(w.shape) for w in layer.weights] for layer in dst]
+    body = slice(0, -1)  # every layer but the head
+    if len(src) != len(dst) or shapes[body] != wanted[body]:
+        raise EmotionError(f"cannot start from {source.name!r} (input {source.input_shape[1:]}): it was built from "
+                           f"another preset or input size than {target.name!r} (input {target.input_shape[1:]})")
+    copied = 0
+    for s, d, a, b in zip(src, dst, shapes, wanted, strict=True):
+        if a == b:
+            d.set_weights(s.get_weights())
+            copied += 1
+    return copied
+
+
+def freeze_features(model: keras.Model, frozen: bool) -> None:
+    """Freeze (or unfreeze) every layer but the head. Frozen batch-norm layers run in inference mode."""
+    for layer in model.layers:
+        layer.trainable = not frozen or layer.name == "head"
+
+
 def with_flip_tta(model: keras.Model) -> keras.Model:
     """Test-time augmentation for mirror-symmetric tasks (faces): the mean of the model's outputs on the image
     and on its left-right mirror. A plain functional model (`keras.ops.flip`), so it saves, loads on every

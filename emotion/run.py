@@ -21,6 +21,12 @@ def report_data(dm: EmotionDataModule) -> None:
         log(f"skipped invalid file: {path}: {reason}")
     log(f"data {dm.root}: classes {dm.class_names}; split {dm.split_sizes()}"
         + (f"; {len(dm.invalid)} invalid file(s) skipped, none changed" if dm.invalid else ""))
+    faces = dm.face_counts()
+    if faces:
+        for path in dm.skipped:
+            log(f"no face found, skipped: {path}")
+        log(f"faces: {faces['cropped']} image(s) cropped to their largest face, {faces['kept_whole']} kept whole "
+            f"and {faces['skipped']} skipped (no face found)")
 
 
 def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | None = None) -> dict:
@@ -33,6 +39,12 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     module = EmotionClassifier(cfg.model.preset, dm.input_shape, dm.num_classes, cfg.model.learning_rate,
                                cfg.trainer.lr_schedule, cfg.model.label_smoothing, cfg.model.precision)
+    if cfg.model.init_from:
+        from .infer import load_keras_model
+        from .model import transfer_weights
+
+        copied = transfer_weights(load_keras_model(cfg.model.init_from), module.model)
+        log(f"started from {cfg.model.init_from}: weights of {copied} layer(s)")
     out = Path(out or cfg.trainer.out)
     trainer = Trainer(cfg.trainer)
     trainer.fit(module, dm, log_dir=out / "logs")

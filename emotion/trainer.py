@@ -24,7 +24,9 @@ from . import plots
 from .config import TrainerConfig
 from .data import EmotionDataModule
 from .errors import EmotionError
+from .infer import write_meta
 from .metrics import score
+from .model import freeze_features
 from .module import EmotionClassifier
 
 MODEL_FILE = "imageclassifier.keras"
@@ -40,8 +42,9 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 class EpochTimer(keras.callbacks.Callback):
     """Wall-clock seconds of each epoch (training and validation)."""
 
-    def on_train_begin(self, logs=None):
-        self.seconds: list[float] = []
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []  # kept across the two fits of a frozen-then-unfrozen run
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t = time.perf_counter()
@@ -98,18 +101,26 @@ class Trainer:
         return cbs
 
     def fit(self, module: EmotionClassifier, dm: EmotionDataModule, log_dir: Path | None = None) -> dict:
+        """Keras `fit`. With ``freeze_epochs`` N (transfer learning), the first N epochs train the head alone
+        on frozen features, then the model is compiled again (a fresh optimizer) and every layer trains."""
         train = dm.train_dataloader()
         validation = dm.val_dataloader() if len(dm.val) else None
-        module.compile(steps_per_epoch=len(train), epochs=self.cfg.epochs)
+        epochs, frozen = self.cfg.epochs, self.cfg.freeze_epochs
+        phases = [(0, frozen, True), (frozen, epochs, False)] if frozen else [(0, epochs, False)]
         t0 = time.perf_counter()
-        # shuffle=False: the data module already shuffles, seeded per epoch. Keras's own shuffle would reorder
-        # the batches again with Python's global `random`, which TensorFlow's fit consumes differently from
-        # JAX's and PyTorch's, so the backends would see the same batches in different orders.
-        hist = module.model.fit(train, validation_data=validation, epochs=self.cfg.epochs, shuffle=False,
-                                callbacks=self.callbacks(log_dir), verbose=self.cfg.verbose)
+        self.history = {}
+        for first, last, freeze in phases:
+            freeze_features(module.model, freeze)
+            module.compile(steps_per_epoch=len(train), epochs=last - first)
+            # shuffle=False: the data module already shuffles, seeded per epoch. Keras's own shuffle would
+            # reorder the batches again with Python's global `random`, which TensorFlow's fit consumes differently
+            # from JAX's and PyTorch's, so the backends would see the same batches in different orders.
+            hist = module.model.fit(train, validation_data=validation, initial_epoch=first, epochs=last,
+                                    shuffle=False, callbacks=self.callbacks(log_dir), verbose=self.cfg.verbose)
+            for k, vals in hist.history.items():
+                self.history.setdefault(k, []).extend(float(v) for v in vals)
         self.fit_seconds = time.perf_counter() - t0
         self.steps_per_epoch = len(train)
-        self.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
         return self.history
 
     def predict(self, module: EmotionClassifier | keras.Model, batches) -> np.ndarray:
@@ -145,6 +156,7 @@ class Trainer:
         module.model.save(path)
         check = dm.test if len(dm.test) else dm.val
         verify_reload(module.model, path, check.images[:64])
+        write_meta(path, model_meta(module.model, dm, module.preset))
 
         test = self.test(module, dm) if len(dm.test) else None
         val = self.validate(module, dm) if len(dm.val) else None
@@ -158,6 +170,7 @@ class Trainer:
             "params": int(module.model.count_params()),
             "split": dm.split_sizes(),
             "invalid_files": [{"path": p, "reason": r} for p, r in dm.invalid],
+            "faces": dm.face_counts(),
             "history": self.history,
             "val": val,
             "test": test,
@@ -173,6 +186,32 @@ class Trainer:
         if test is not None:
             plots.confusion(test["confusion_matrix"], dm.class_names, out / "confusion.png")
         return metrics
+
+
+def reference_inputs(shape, n: int = 4) -> np.ndarray:
+    """Generated images on which a model's outputs are recorded at training time (`model_meta`), so a copy of
+    the model can be checked anywhere, under any backend."""
+    return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+def model_meta(model: keras.Model, dm: EmotionDataModule, preset: str) -> dict:
+    """What a `.keras` carries for its users (`emotion.infer.read_meta`)."""
+    from . import __version__
+    from .faces import MARGIN
+
+    ref = reference_inputs(model.input_shape[1:])
+    return {
+        "class_names": dm.class_names,
+        "faces": "crop" if dm.cfg.faces in ("crop", "given") else "none",
+        "margin": MARGIN,
+        "image_size": dm.cfg.image_size,
+        "color": dm.cfg.color,
+        "preset": preset,
+        "emotion_version": __version__,
+        **backends.describe(),
+        "reference": {"inputs": "numpy default_rng(0).integers(0, 256, (4, H, W, C), uint8)",
+                      "outputs": np.asarray(model.predict(ref.astype(np.float32), verbose=0)).tolist()},
+    }
 
 
 def verify_reload(model: keras.Model, path: str | Path, images: np.ndarray, tolerance=RELOAD_TOLERANCE) -> float:
