@@ -3,7 +3,7 @@ at the start of each epoch (tf.data autotuning, see `py_datasets_without_autotun
 
 import os
 
-from backends import fast_kernels
+from backends import fast_kernels, keep_freed_memory
 
 # `model.export` formats this backend writes (emotion.export), each with the modules it needs; the others
 # with the reason they cannot.
@@ -43,6 +43,7 @@ def configure(deterministic: bool = False) -> None:
 
     if fast_kernels():
         py_datasets_without_autotune()
+        keep_freed_memory()
 
     for gpu in tf.config.list_physical_devices("GPU"):
         try:

@@ -2,7 +2,7 @@
 
 import os
 
-from backends import fast_kernels
+from backends import fast_kernels, keep_freed_memory
 
 # `model.export` formats this backend writes (emotion.export), each with the modules it needs; the others
 # with the reason they cannot.
@@ -23,32 +23,6 @@ def prepare(deterministic: bool = False) -> None:
         keep_freed_memory()
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-# glibc mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-
-
-def keep_freed_memory() -> bool:
-    """Serve every allocation from the heap and keep freed memory for reuse (glibc ``mallopt``).
-
-    Eager PyTorch allocates each activation and gradient afresh: the seed CNN's first layer alone makes
-    130 MB tensors. glibc hands blocks that large (over its 32 MB mmap ceiling) to ``mmap`` and gives them
-    back with ``munmap`` on free, so every step page-faults and zero-fills a few GB of new pages. Keeping
-    them in the heap (no mmap, no trimming) lets the next step reuse the same pages: the torch training step
-    went from 0.72 to 0.44 CPU-s here, with the same kernels and values. JAX and TensorFlow have their own
-    allocators and did not change. Returns False where the C library is not glibc (nothing is changed).
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def configure(deterministic: bool = False) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from .config import PRECISIONS, parse_fractions, parse_names
 from .errors import EmotionError
-from .faces import FACE_MODES
+from .faces import DETECTORS, FACE_MODES
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -36,6 +36,7 @@ def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="a .keras file (default: the happy/sad face model that ships with emotion)")
+    p.add_argument("--detector", choices=DETECTORS, help="face detector (default: blazeface; docs/faces.md)")
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
@@ -64,6 +65,7 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--faces", choices=["none", "crop", "given"],
                    help="train on whole images (none, default), on each image's largest face (crop), or on images "
                         "that are face crops already (given); the model then crops faces in predict/test/video/serve")
+    p.add_argument("--detector", choices=DETECTORS, help="with --faces crop: the face detector (default blazeface)")
     p.add_argument("--no-face", choices=["keep", "skip"],
                    help="with --faces crop, an image where no face is found: keep it whole (default) or skip it")
     p.add_argument("--init-from", metavar="MODEL",
@@ -176,6 +178,7 @@ def _config(args):
         "trainer.deterministic": args.deterministic, "trainer.verbose": 2 if args.quiet else None,
         "model.label_smoothing": args.label_smoothing, "trainer.tta_flip": args.tta_flip,
         "model.precision": args.precision, "data.faces": args.faces, "data.no_face": args.no_face,
+        "data.detector": args.detector,
         "model.init_from": args.init_from, "trainer.freeze_epochs": args.freeze_epochs,
     }
     return load_config(args.config, overrides)
@@ -228,7 +231,7 @@ def cmd_test(args) -> int:
 
     root = Path(args.data)
     names = class_folders(root, args.classes)  # data errors before the model loads
-    clf = Predictor.load(resolve_model(args.model))
+    clf = Predictor.load(resolve_model(args.model), detector=args.detector)
     if args.classes is None and not any(c.startswith("class_") for c in clf.class_names):
         names = class_folders(root, clf.class_names)
     if len(names) != len(clf.class_names):
@@ -245,7 +248,7 @@ def cmd_test(args) -> int:
 
         clf.model = with_flip_tta(clf.model)
     faces = args.faces or ("crop" if clf.face_model else "none")
-    folder = load_folder(base, names, clf.image_size, clf.color, args.cache, faces=faces)
+    folder = load_folder(base, names, clf.image_size, clf.color, args.cache, faces=faces, detector=args.detector)
     if not len(folder):
         raise EmotionError(f"no valid images in {base}")
     probs = clf.probabilities(folder.images)
@@ -296,7 +299,7 @@ def cmd_predict(args) -> int:
         raise EmotionError("no image files in " + ", ".join(args.paths))
     if args.annotate:
         Path(args.annotate).mkdir(parents=True, exist_ok=True)
-    clf = Predictor.load(resolve_model(args.model), faces=args.faces)
+    clf = Predictor.load(resolve_model(args.model), faces=args.faces, detector=args.detector)
     names = clf.class_names
     positive = names[-1] if len(names) == 2 else None
     writer = None
@@ -335,9 +338,10 @@ def cmd_predict(args) -> int:
     if args.json:
         print("\n]")
     seconds = time.perf_counter() - t0
-    print(f"{counts['images']} image(s): {counts['faces']} face(s), {counts['whole']} scored whole (no face "
-          f"found or --faces none), {counts['errors']} unreadable; {counts['images'] / max(seconds, 1e-9):.1f} "
-          f"images/s", file=sys.stderr)
+    if counts["images"]:  # (an unreadable file alone gets its one error line, nothing more)
+        print(f"{counts['images']} image(s): {counts['faces']} face(s), {counts['whole']} scored whole (no face "
+              f"found or --faces none), {counts['errors']} unreadable; {counts['images'] / max(seconds, 1e-9):.1f} "
+              f"images/s", file=sys.stderr)
     return 1 if counts["errors"] else 0
 
 
@@ -377,7 +381,7 @@ def cmd_video(args) -> int:
     if args.detect_every < 1:
         raise EmotionError(f"--detect-every must be at least 1, got {args.detect_every}")
     video.open_source(args.source).release()  # a bad source fails before the model loads
-    clf = Predictor.load(resolve_model(args.model))
+    clf = Predictor.load(resolve_model(args.model), detector=args.detector)
     faces = args.faces or ("all" if clf.face_model else "none")
     result = video.run(args.source, clf, out=args.out, csv_path=args.csv, show=args.show, faces=faces,
                        smooth=args.smooth, detect_every=args.detect_every, max_frames=args.max_frames,

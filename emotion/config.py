@@ -35,6 +35,7 @@ class DataConfig:
     cache: str | None = None  # decoded-image cache folder; None: ~/.cache/emotion; "off": no disk cache
     faces: str = "none"  # none: whole images | crop: each image's largest face | given: the images are face crops
     no_face: str = "keep"  # faces=crop, no face found: keep the whole image | skip it
+    detector: str = "blazeface"  # faces=crop: blazeface | haar (emotion.faces)
 
 
 @dataclass
@@ -133,6 +134,8 @@ def validate(cfg: Config) -> None:
         raise EmotionError(f"split must be three fractions summing to 1 (train,val,test), got {d.split}")
     if d.faces not in ("none", "crop", "given"):
         raise EmotionError(f"faces must be none, crop or given, got {d.faces!r}")
+    if d.detector not in ("blazeface", "haar"):
+        raise EmotionError(f"detector must be blazeface or haar, got {d.detector!r}")
     if d.no_face not in ("keep", "skip"):
         raise EmotionError(f"no_face must be keep or skip, got {d.no_face!r}")
     if cfg.trainer.freeze_epochs < 0 or cfg.trainer.freeze_epochs >= cfg.trainer.epochs:

@@ -245,16 +245,17 @@ def cache_dir(setting: str | None) -> Path | None:
 
 
 def load_folder(base: str | Path, class_names, image_size: int, color: str = "rgb", cache: str | None = None,
-                faces: str = "none", no_face: str = "keep") -> Folder:
+                faces: str = "none", no_face: str = "keep", detector: str | None = None) -> Folder:
     """Decode every file of ``base/<class>/`` once; later calls with unchanged files read the disk cache.
     ``faces="crop"``: each image is its largest face (`emotion.faces`), see `decode_files`."""
     base = Path(base)
     files = list_files(base, class_names)
-    detector = None
     if faces == "crop":
-        from .faces import MARGIN, default_detector
+        from .faces import MARGIN, make_detector
 
-        detector = default_detector()
+        detector = make_detector(detector)
+    else:
+        detector = None
     key = hashlib.sha1(json.dumps([
         _CACHE_VERSION, image_size, color, class_names,
         [(str(p.resolve()), label, *_stat(p)) for p, label in files],
@@ -400,7 +401,8 @@ class EmotionDataModule:
 
     def _load(self, base: Path) -> Folder:
         cfg = self.cfg
-        return load_folder(base, self.class_names, cfg.image_size, cfg.color, cfg.cache, cfg.faces, cfg.no_face)
+        return load_folder(base, self.class_names, cfg.image_size, cfg.color, cfg.cache, cfg.faces, cfg.no_face,
+                           cfg.detector)
 
     def _keep_report(self, folder: Folder) -> None:
         self.invalid, self.no_face, self.skipped = folder.invalid, folder.no_face, folder.skipped

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EmotionError
-from .faces import FACE_MODES, MARGIN, face_inputs
+from .faces import FACE_MODES, MARGIN, face_inputs, make_detector
 
 META_MEMBER = "emotion.json"
 SHIPPED_DIR = Path(__file__).parent / "shipped"
@@ -118,8 +118,10 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
 class Predictor:
     """A model, its class names and how it meets images (``faces``: 'largest' | 'all' | 'none')."""
 
-    def __init__(self, model, class_names: list[str], faces: str = "none", margin: float = MARGIN):
+    def __init__(self, model, class_names: list[str], faces: str = "none", margin: float = MARGIN,
+                 detector: str | None = None):
         self.model, self.class_names, self.margin = model, class_names, margin
+        self.detector_name = detector
         _, h, w, c = model.input_shape
         if h is None or h != w:
             raise EmotionError(f"model input {model.input_shape} is not a fixed square image")
@@ -127,10 +129,15 @@ class Predictor:
         self.face_model = faces != "none"
         self.faces = faces
 
+    @property
+    def detector(self):
+        return make_detector(self.detector_name)
+
     @classmethod
     def load(cls, path: str | Path | None = None, class_names: list[str] | None = None,
-             faces: str | None = None) -> Predictor:
-        """``faces=None``: 'largest' for a model trained on faces, else 'none'."""
+             faces: str | None = None, detector: str | None = None) -> Predictor:
+        """``faces=None``: 'largest' for a model trained on faces, else 'none'. ``detector``: blazeface (default)
+        or haar."""
         path = resolve_model(path)
         meta = read_meta(path)
         model = load_keras_model(path)
@@ -145,7 +152,7 @@ class Predictor:
         if faces is not None and faces not in FACE_MODES:
             raise EmotionError(f"faces must be one of {', '.join(FACE_MODES)}, got {faces!r}")
         clf = cls(model, [str(n) for n in names], faces or ("largest" if trained_on_faces else "none"),
-                  float(meta.get("margin", MARGIN)))
+                  float(meta.get("margin", MARGIN)), detector or meta.get("detector"))
         clf.face_model = trained_on_faces
         clf.meta = meta
         return clf
@@ -184,7 +191,9 @@ class Predictor:
 
     def inputs(self, image: np.ndarray, faces: str | None = None):
         """[(Face or None, model input)] for a decoded (H, W, C) uint8 image."""
-        return face_inputs(image, self.image_size, self.color, faces or self.faces, margin=self.margin)
+        mode = faces or self.faces
+        detector = self.detector if mode != "none" else None
+        return face_inputs(image, self.image_size, self.color, mode, detector, self.margin)
 
     def predict_image(self, image: np.ndarray, faces: str | None = None) -> list[dict]:
         """One row per face found (or one whole-image row) of a decoded RGB image."""

@@ -20,7 +20,9 @@ CLASSES = ("happy", "sad")
 SKIN = [(255, 224, 189), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 56, 30)]
 
 
-def face(label: int, rng: np.random.Generator, size: int = 128) -> Image.Image:
+def face(label: int, rng: np.random.Generator, size: int = 128, with_box: bool = False):
+    """One face image; with ``with_box``, also the face's (x, y, w, h) box in its pixels (the oval's bounds
+    before rotation), for detector tests."""
     s = 4 * size  # draw large, shrink at the end (antialiasing)
     bg = tuple(int(v) for v in rng.integers(0, 256, 3))
     img = Image.new("RGB", (s, s), bg)
@@ -58,10 +60,14 @@ def face(label: int, rng: np.random.Generator, size: int = 128) -> Image.Image:
     layer = layer.resize((int(s * scale), int(s * scale)), Image.Resampling.BICUBIC)
     off = [int(rng.uniform(-0.15, 0.15) * s + (s - layer.width) / 2) for _ in range(2)]
     img.paste(layer, tuple(off), layer)
+    k = size / s  # oval half-sizes 0.30 s, 0.38 s around the layer's centre, scaled, then shrunk to `size`
+    cx, cy = off[0] + layer.width / 2, off[1] + layer.height / 2
+    box = tuple(int(round(v * k)) for v in (cx - w * scale, cy - h * scale, 2 * w * scale, 2 * h * scale))
     img = img.resize((size, size), Image.Resampling.LANCZOS)
     img = img.filter(ImageFilter.GaussianBlur(rng.uniform(0, 1.2)))
     arr = np.asarray(img, dtype=np.float32) + rng.normal(0, rng.uniform(0, 12), (size, size, 3))
-    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    return (image, box) if with_box else image
 
 
 def generate(out: str | Path, per_class: int = 150, seed: int = 0, size: int = 128) -> dict[str, int]:

@@ -204,6 +204,7 @@ def model_meta(model: keras.Model, dm: EmotionDataModule, preset: str) -> dict:
         "class_names": dm.class_names,
         "faces": "crop" if dm.cfg.faces in ("crop", "given") else "none",
         "margin": MARGIN,
+        "detector": dm.cfg.detector,
         "image_size": dm.cfg.image_size,
         "color": dm.cfg.color,
         "preset": preset,

@@ -3,7 +3,7 @@
     emotion video clip.mp4 --out annotated.mp4 --csv frames.csv
     emotion video 0                      # camera 0; a live window where a display exists
 
-Each frame: detect faces (`emotion.faces`, on a copy scaled to ``detect_side`` pixels), classify every face in
+Each frame: detect faces (`emotion.faces`, the predictor's detector), classify every face in
 one batch, and smooth each face's probabilities over frames: a face is followed from frame to frame by the
 overlap of its boxes (IoU >= 0.3, greedy, largest overlap first), and its shown probabilities are an
 exponential moving average, ``p = smooth * p_previous + (1 - smooth) * p_now`` (0: no smoothing), so a label
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EmotionError
-from .faces import HaarDetector, crop, to_model_input
+from .faces import crop, to_model_input
 
 COLORS = [(60, 180, 75), (230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]  # BGR
 
@@ -106,7 +106,7 @@ def draw(frame_bgr, box, text: str, color) -> None:
 
 
 def run(source: str, predictor, out: str | None = None, csv_path: str | None = None, show: bool = False,
-        faces: str = "all", smooth: float = 0.6, detect_side: int = 320, detect_every: int = 1,
+        faces: str = "all", smooth: float = 0.6, detect_every: int = 1,
         max_frames: int | None = None, log=print) -> dict:
     """Process a video; returns {"frames", "faces", "seconds", "fps"}."""
     import cv2
@@ -115,7 +115,7 @@ def run(source: str, predictor, out: str | None = None, csv_path: str | None = N
     fps_in = cap.get(cv2.CAP_PROP_FPS) or 25.0
     if not 1 <= fps_in <= 1000:
         fps_in = 25.0
-    detector = HaarDetector(side=detect_side)
+    detector = predictor.detector
     tracks = Tracks(smooth)
     writer = table = None
     handle = None

@@ -1,0 +1,50 @@
+"""Put a run's model into the package as a shipped model (emotion/shipped/NAME.keras): the network and its
+`emotion.json` only, no optimizer state, plus the run's test figures and the command that trained it.
+
+    emotion fit --config configs/fer2013-happy-sad.yaml --backend tensorflow
+    python scripts/ship_model.py runs/fer2013-happy-sad happy-sad \
+        --trained-by "emotion fit --config configs/fer2013-happy-sad.yaml --backend tensorflow"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+
+from emotion.infer import SHIPPED_DIR, read_meta, write_meta  # noqa: E402
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("run", help="a run folder (imageclassifier.keras, metrics.json)")
+    p.add_argument("name", help="the shipped model's name, e.g. happy-sad")
+    p.add_argument("--trained-by", required=True, help="the command that trained the run")
+    args = p.parse_args()
+    run = Path(args.run)
+    source = run / "imageclassifier.keras"
+    metrics = json.loads((run / "metrics.json").read_text())
+    meta = read_meta(source)
+    if "reference" not in meta:
+        raise SystemExit(f"{source} carries no emotion.json with reference outputs; retrain it with this version")
+    model = keras.saving.load_model(source, compile=False)  # uncompiled: saved without optimizer state
+    target = SHIPPED_DIR / f"{args.name}.keras"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp.keras")
+    model.save(tmp)
+    meta.update({"name": args.name, "trained_by": args.trained_by,
+                 "test": {k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "precision", "recall",
+                                                          "f1", "n", "confusion_matrix")},
+                 "split": metrics["split"]})
+    write_meta(tmp, meta)
+    os.replace(tmp, target)
+    print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
+
+
+if __name__ == "__main__":
+    main()
