@@ -18,6 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 
 from emotion.infer import SHIPPED_DIR, read_meta, write_meta  # noqa: E402
+from emotion.model import unwrap, with_flip_tta  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +33,11 @@ def main() -> None:
     meta = read_meta(source)
     if "reference" not in meta:
         raise SystemExit(f"{source} carries no emotion.json with reference outputs; retrain it with this version")
-    model = keras.saving.load_model(source, compile=False)  # uncompiled: saved without optimizer state
+    model = keras.saving.load_model(source, compile=False)
+    inner = unwrap(model)  # a flip-TTA wrapper holds the trained (compiled) network, optimizer state and all
+    network = keras.Model.from_config(inner.get_config())  # uncompiled: saved without optimizer state
+    network.set_weights(inner.get_weights())
+    model = with_flip_tta(network) if inner is not model else network
     target = SHIPPED_DIR / f"{args.name}.keras"
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp.keras")
