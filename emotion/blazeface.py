@@ -122,6 +122,7 @@ class BlazeFaceDetector:
     """
 
     name = "blazeface"
+    margin = 0.25  # BlazeFace's boxes are tighter than Haar's (docs/faces.md)
 
     def __init__(self, model: str = "back", min_score: float = 0.5, iou: float = 0.3, num_threads: int = 1):
         if model not in MODELS:
@@ -145,7 +146,7 @@ class BlazeFaceDetector:
         self._local = threading.local()
 
     def settings(self) -> dict:
-        return {"detector": self.name, "model": self.model, "file": self.spec.file, "sha256": self.sha256[:16],
+        return {"detector": self.name, "margin": self.margin, "model": self.model, "file": self.spec.file, "sha256": self.sha256[:16],
                 "min_score": self.min_score, "iou": self.iou}
 
     def _interpreter(self):

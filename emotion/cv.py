@@ -16,7 +16,7 @@ from .config import Config
 from .data import EmotionDataModule
 from .errors import EmotionError
 
-METRICS = ("accuracy", "precision", "recall", "f1", "loss")
+METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "loss")
 
 
 def cv_run(cfg: Config, folds: int) -> dict:

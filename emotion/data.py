@@ -251,7 +251,7 @@ def load_folder(base: str | Path, class_names, image_size: int, color: str = "rg
     base = Path(base)
     files = list_files(base, class_names)
     if faces == "crop":
-        from .faces import MARGIN, make_detector
+        from .faces import make_detector
 
         detector = make_detector(detector)
     else:
@@ -259,7 +259,7 @@ def load_folder(base: str | Path, class_names, image_size: int, color: str = "rg
     key = hashlib.sha1(json.dumps([
         _CACHE_VERSION, image_size, color, class_names,
         [(str(p.resolve()), label, *_stat(p)) for p, label in files],
-        *([detector.settings(), MARGIN, no_face] if detector else []),
+        *([detector.settings(), no_face] if detector else []),
     ]).encode()).hexdigest()[:20]
     folder = cache_dir(cache)
     if folder is not None and (folder / f"{key}.json").is_file():

@@ -26,7 +26,10 @@ from PIL import Image
 
 from .errors import EmotionError
 
-MARGIN = 0.15  # each side of a face box grows by this share of the box's side before the square is cut
+# Each side of a face box grows by this share of the box's side before the square is cut. A detector's boxes
+# have their own framing, so each detector has its margin (HaarDetector.margin, BlazeFaceDetector.margin),
+# chosen with the FER2013 model on the seed's web photos (docs/faces.md); this is the crop function's default.
+MARGIN = 0.15
 FACE_MODES = ("largest", "all", "none")  # what `predict`/`video`/`serve` classify in an image
 TRAIN_MODES = ("none", "crop", "given")  # data.faces: whole images | crop the largest face | already face crops
 
@@ -65,6 +68,7 @@ class HaarDetector:
     """
 
     name = "haar"
+    margin = 0.15  # Haar's boxes run brow to mouth
 
     def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", side: int = 640,
                  scale_factor: float = 1.1, min_neighbors: int = 5, min_size: float = 0.04):
@@ -73,7 +77,7 @@ class HaarDetector:
         self._local = threading.local()
 
     def settings(self) -> dict:
-        return {"detector": self.name, "cascade": self.path.name, "side": self.side,
+        return {"detector": self.name, "margin": self.margin, "cascade": self.path.name, "side": self.side,
                 "scale_factor": self.scale_factor, "min_neighbors": self.min_neighbors, "min_size": self.min_size}
 
     def _cascade(self):
@@ -172,12 +176,16 @@ def to_model_input(image: np.ndarray, size: int, color: str = "rgb") -> np.ndarr
 
 
 def face_inputs(image: np.ndarray, size: int, color: str, mode: str = "largest", detector=None,
-                margin: float = MARGIN) -> list[tuple[Face | None, np.ndarray]]:
+                margin: float | None = None) -> list[tuple[Face | None, np.ndarray]]:
     """What a model classifies in one image: ``[(face, input), ...]`` for ``mode`` 'largest' or 'all',
-    ``[(None, whole image)]`` for 'none' or where no face is found."""
+    ``[(None, whole image)]`` for 'none' or where no face is found. ``margin``: default the detector's."""
     if mode not in FACE_MODES:
         raise EmotionError(f"faces must be one of {', '.join(FACE_MODES)}, got {mode!r}")
-    faces = (detector or default_detector()).detect(image) if mode != "none" else []
+    if mode == "none":
+        return [(None, to_model_input(image, size, color))]
+    detector = detector or default_detector()
+    margin = detector.margin if margin is None else margin
+    faces = detector.detect(image)
     if not faces:
         return [(None, to_model_input(image, size, color))]
     if mode == "largest":

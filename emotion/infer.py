@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EmotionError
-from .faces import FACE_MODES, MARGIN, face_inputs, make_detector
+from .faces import FACE_MODES, face_inputs, make_detector
 
 META_MEMBER = "emotion.json"
 SHIPPED_DIR = Path(__file__).parent / "shipped"
@@ -118,7 +118,7 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
 class Predictor:
     """A model, its class names and how it meets images (``faces``: 'largest' | 'all' | 'none')."""
 
-    def __init__(self, model, class_names: list[str], faces: str = "none", margin: float = MARGIN,
+    def __init__(self, model, class_names: list[str], faces: str = "none", margin: float | None = None,
                  detector: str | None = None):
         self.model, self.class_names, self.margin = model, class_names, margin
         self.detector_name = detector
@@ -152,7 +152,7 @@ class Predictor:
         if faces is not None and faces not in FACE_MODES:
             raise EmotionError(f"faces must be one of {', '.join(FACE_MODES)}, got {faces!r}")
         clf = cls(model, [str(n) for n in names], faces or ("largest" if trained_on_faces else "none"),
-                  float(meta.get("margin", MARGIN)), detector or meta.get("detector"))
+                  meta.get("margin"), detector or meta.get("detector"))
         clf.face_model = trained_on_faces
         clf.meta = meta
         return clf

@@ -197,13 +197,14 @@ def reference_inputs(shape, n: int = 4) -> np.ndarray:
 def model_meta(model: keras.Model, dm: EmotionDataModule, preset: str) -> dict:
     """What a `.keras` carries for its users (`emotion.infer.read_meta`)."""
     from . import __version__
-    from .faces import MARGIN
+    from .faces import make_detector
 
     ref = reference_inputs(model.input_shape[1:])
     return {
         "class_names": dm.class_names,
         "faces": "crop" if dm.cfg.faces in ("crop", "given") else "none",
-        "margin": MARGIN,
+        # trained on crops: the margin they were cut with; on given faces: the detector's own at inference
+        "margin": make_detector(dm.cfg.detector).margin if dm.cfg.faces == "crop" else None,
         "detector": dm.cfg.detector,
         "image_size": dm.cfg.image_size,
         "color": dm.cfg.color,

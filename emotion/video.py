@@ -143,7 +143,8 @@ def run(source: str, predictor, out: str | None = None, csv_path: str | None = N
                 if frames % detect_every == 0:
                     found = detector.detect(rgb)
                     boxes = [f.box for f in (found[:1] if faces == "largest" else found)]
-                inputs = [crop(rgb, b, predictor.image_size, predictor.color, predictor.margin) for b in boxes]
+                margin = detector.margin if predictor.margin is None else predictor.margin
+                inputs = [crop(rgb, b, predictor.image_size, predictor.color, margin) for b in boxes]
             probs = predictor.probabilities(np.stack(inputs)) if inputs else np.zeros((0, len(names)))
             t = frames / fps_in
             if faces == "none":

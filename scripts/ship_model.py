@@ -42,6 +42,8 @@ def main() -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(target.name + ".tmp.keras")
     model.save(tmp)
+    if metrics["config"]["data"].get("faces") == "given":
+        meta["margin"] = None  # trained on given face crops: each detector crops with its own margin
     meta.update({"name": args.name, "trained_by": args.trained_by,
                  "test": {k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "precision", "recall",
                                                           "f1", "n", "confusion_matrix")},
