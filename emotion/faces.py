@@ -38,10 +38,19 @@ TRAIN_MODES = ("none", "crop", "given")  # data.faces: whole images | crop the l
 class Face:
     box: tuple[int, int, int, int]  # x, y, width, height in the image's pixels
     score: float  # the detector's confidence (Haar: the cascade's level weight; higher is surer)
+    eyes: tuple | None = None  # ((x, y), (x, y)) eye centres where the detector gives them (BlazeFace)
 
     @property
     def area(self) -> int:
         return self.box[2] * self.box[3]
+
+    @property
+    def roll(self) -> float:
+        """Degrees the eye line is tilted from horizontal (0 without eyes): `crop` turns the face upright."""
+        if self.eyes is None:
+            return 0.0
+        (x1, y1), (x2, y2) = sorted(self.eyes)
+        return float(np.degrees(np.arctan2(y2 - y1, x2 - x1)))
 
     def to_dict(self) -> dict:
         return {"box": list(self.box), "score": round(self.score, 4)}
@@ -147,14 +156,26 @@ def square_box(box, margin: float = MARGIN) -> tuple[int, int, int]:
     return int(round(cx - side / 2)), int(round(cy - side / 2)), side
 
 
-def crop(image: np.ndarray, box, size: int, color: str = "rgb", margin: float = MARGIN) -> np.ndarray:
+def crop(image: np.ndarray, box, size: int, color: str = "rgb", margin: float = MARGIN,
+         roll: float = 0.0) -> np.ndarray:
     """The face in ``box`` as a model input: a square around it (``square_box``), edge-padded where it leaves
     the image, converted to ``color`` and resized to ``size`` x ``size`` exactly as `emotion.data.load_image`
-    resizes whole images (Pillow, bilinear, antialiased when shrinking). Returns (size, size, 3 or 1) uint8."""
+    resizes whole images (Pillow, bilinear, antialiased when shrinking). Returns (size, size, 3 or 1) uint8.
+    ``roll`` (degrees, `Face.roll`): the square is cut from the image turned about the box's centre by that
+    much, so tilted eyes come out level, as in aligned face sets such as FER2013."""
     if image.ndim == 3 and image.shape[-1] == 1:
         image = image[..., 0]
     h, w = image.shape[:2]
     x0, y0, side = square_box(box, margin)
+    if abs(roll) >= 1.0:
+        import cv2
+
+        x, y, bw, bh = box
+        turn = cv2.getRotationMatrix2D((x + bw / 2, y + bh / 2), roll, 1.0)
+        turn[:, 2] -= (x0, y0)  # the square's corner to (0, 0)
+        part = cv2.warpAffine(np.ascontiguousarray(image), turn, (side, side), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_REPLICATE)
+        return to_model_input(part, size, color)
     x1, y1 = x0 + side, y0 + side
     pad = [(max(0, -y0), max(0, y1 - h)), (max(0, -x0), max(0, x1 - w))] + [(0, 0)] * (image.ndim - 2)
     part = image[max(0, y0):min(h, y1), max(0, x0):min(w, x1)]
@@ -190,4 +211,5 @@ def face_inputs(image: np.ndarray, size: int, color: str, mode: str = "largest",
         return [(None, to_model_input(image, size, color))]
     if mode == "largest":
         faces = faces[:1]
+    # (eyes are not levelled: on the seed's photos it did not help, docs/faces.md)
     return [(f, crop(image, f.box, size, color, margin)) for f in faces]

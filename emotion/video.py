@@ -125,6 +125,7 @@ def run(source: str, predictor, out: str | None = None, csv_path: str | None = N
     names = predictor.class_names
     frames = n_faces = 0
     boxes: list = []
+    found: list = []
     t0 = time.perf_counter()
     try:
         if csv_path:
@@ -142,9 +143,10 @@ def run(source: str, predictor, out: str | None = None, csv_path: str | None = N
             else:
                 if frames % detect_every == 0:
                     found = detector.detect(rgb)
-                    boxes = [f.box for f in (found[:1] if faces == "largest" else found)]
+                    found = found[:1] if faces == "largest" else found
+                    boxes = [f.box for f in found]
                 margin = detector.margin if predictor.margin is None else predictor.margin
-                inputs = [crop(rgb, b, predictor.image_size, predictor.color, margin) for b in boxes]
+                inputs = [crop(rgb, f.box, predictor.image_size, predictor.color, margin) for f in found]
             probs = predictor.probabilities(np.stack(inputs)) if inputs else np.zeros((0, len(names)))
             t = frames / fps_in
             if faces == "none":

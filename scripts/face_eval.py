@@ -51,13 +51,15 @@ def main() -> None:
         boxes = [(det.detect(im)[:1] or [None])[0] for im in images]
         ms = (time.perf_counter() - t) / len(images) * 1000
         found = np.array([b is not None for b in boxes])
-        for margin in map(float, args.margins.split(",")):
-            crops = [crop(im, b.box, clf.image_size, clf.color, margin) if b else to_model_input(
-                im, clf.image_size, clf.color) for im, b in zip(images, boxes, strict=True)]
+        aligns = (False, True) if any(b is not None and b.eyes for b in boxes) else (False,)
+        for margin, align in [(float(m), a) for m in args.margins.split(",") for a in aligns]:
+            crops = [crop(im, b.box, clf.image_size, clf.color, margin, b.roll if align else 0.0) if b else
+                     to_model_input(im, clf.image_size, clf.color) for im, b in zip(images, boxes, strict=True)]
             p_sad = clf.probabilities(np.stack(crops))[:, 1]
             on = score(p_sad[found], labels[found], names)
             overall = score(p_sad, labels, names)
-            rows.append({"setting": f"{name}, margin {margin}", "found": int(found.sum()), "ms": round(ms, 1),
+            label = f"{name}, margin {margin}" + (", eyes levelled" if align else "")
+            rows.append({"setting": label, "found": int(found.sum()), "ms": round(ms, 1),
                          "faces_accuracy": on["accuracy"], "faces_balanced": on["balanced_accuracy"],
                          "accuracy": overall["accuracy"], "balanced_accuracy": overall["balanced_accuracy"]})
     print(f"{len(images)} images, model {args.model or 'happy-sad (shipped)'}")

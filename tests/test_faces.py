@@ -233,3 +233,27 @@ def test_tracks_smooth_probabilities_per_face():
     assert np.allclose(second[0][1], [0.5, 0.5]) and np.allclose(second[1][1], [0.0, 1.0])
     third = tracks.update(2, [(500, 500, 10, 10)], np.array([[1.0, 0.0]]))
     assert third[0][0] == 2 and np.allclose(third[0][1], [1.0, 0.0]), "a new face starts unsmoothed"
+
+
+def test_crop_levels_tilted_eyes():
+    """A face whose eyes tilt by 20 degrees comes out of `crop` with its eyes level."""
+    from emotion.faces import Face
+
+    image = np.zeros((200, 200), np.uint8)
+    angle = np.radians(20)
+    eyes = [(100 + s * 30 * np.cos(angle), 100 + s * 30 * np.sin(angle)) for s in (-1, 1)]
+    for x, y in eyes:
+        cv2.circle(image, (int(round(x)), int(round(y))), 4, 255, -1)
+    face = Face((60, 60, 80, 80), 0.9, tuple(eyes))
+    assert abs(face.roll - 20) < 1e-6 and Face((0, 0, 1, 1), 1.0).roll == 0.0
+
+    def eye_rows(out):
+        out = out[..., 0].astype(float)
+        left, right = out[:, :40], out[:, 40:]
+        return [float((part.sum(1) * np.arange(80)).sum() / part.sum()) for part in (left, right)]
+
+    tilted = eye_rows(crop(image, face.box, 80, "grayscale", margin=0.0))
+    level = eye_rows(crop(image, face.box, 80, "grayscale", margin=0.0, roll=face.roll))
+    assert abs(tilted[0] - tilted[1]) > 15, tilted
+    assert abs(level[0] - level[1]) < 1.5, level
+    assert abs(np.mean(level) - 40) < 1.5, "turned about the box's centre"
