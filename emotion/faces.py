@@ -17,6 +17,9 @@ Two detectors, neither downloading anything at run time (docs/faces.md measures 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +57,20 @@ class Face:
 
     def to_dict(self) -> dict:
         return {"box": list(self.box), "score": round(self.score, 4)}
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence file descriptor 2 (C++ logging that no setting turns off: LiteRT, OpenCV's video backends) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def cascade_path(name: str = "haarcascade_frontalface_default.xml") -> Path:

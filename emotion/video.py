@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import EmotionError
-from .faces import crop, to_model_input
+from .faces import crop, quiet_stderr, to_model_input
 
 COLORS = [(60, 180, 75), (230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]  # BGR
 
@@ -74,7 +74,8 @@ def open_source(source: str):
     is_camera = source.isdigit()
     if not is_camera and not Path(source).is_file():
         raise EmotionError(f"video not found: {source}")
-    cap = cv2.VideoCapture(int(source) if is_camera else source)
+    with quiet_stderr():  # OpenCV and FFmpeg print their own warnings; the error below says it in one line
+        cap = cv2.VideoCapture(int(source) if is_camera else source)
     if not cap.isOpened():
         raise EmotionError(f"cannot open {'camera' if is_camera else 'video'} {source}")
     return cap
