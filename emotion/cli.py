@@ -298,6 +298,8 @@ def cmd_predict(args) -> int:
     if not files:
         raise EmotionError("no image files in " + ", ".join(args.paths))
     if args.annotate:
+        if Path(args.annotate).exists() and not Path(args.annotate).is_dir():
+            raise EmotionError(f"--annotate needs a folder; {args.annotate} is a file")
         Path(args.annotate).mkdir(parents=True, exist_ok=True)
     clf = Predictor.load(resolve_model(args.model), faces=args.faces, detector=args.detector)
     names = clf.class_names

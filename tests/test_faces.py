@@ -162,6 +162,10 @@ def test_predict_checks_paths_before_loading_a_model(capsys, tmp_path):
     rc = main(["predict", "--model", str(tmp_path / "no.keras"), str(tmp_path / "missing-folder")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err == f"emotion: error: image or folder not found: {tmp_path / 'missing-folder'}"
+    img = write_image(tmp_path / "x.png")
+    rc = main(["predict", str(img), "--annotate", str(img)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and err == f"emotion: error: --annotate needs a folder; {img} is a file"
 
 
 def test_predict_names_with_newlines_stay_on_one_line(face_run, tmp_path, capsys):
