@@ -119,15 +119,16 @@ class Predictor:
     """A model, its class names and how it meets images (``faces``: 'largest' | 'all' | 'none')."""
 
     def __init__(self, model, class_names: list[str], faces: str = "none", margin: float | None = None,
-                 detector: str | None = None):
+                 detector: str | None = None, face_model: bool | None = None):
+        """``face_model``: whether the model was trained on faces (default: whether ``faces`` crops them)."""
         self.model, self.class_names, self.margin = model, class_names, margin
         self.detector_name = detector
         _, h, w, c = model.input_shape
         if h is None or h != w:
             raise EmotionError(f"model input {model.input_shape} is not a fixed square image")
         self.image_size, self.color = int(h), ("grayscale" if c == 1 else "rgb")
-        self.face_model = faces != "none"
         self.faces = faces
+        self.face_model = faces != "none" if face_model is None else face_model
 
     @property
     def detector(self):
@@ -151,11 +152,8 @@ class Predictor:
         trained_on_faces = meta.get("faces") == "crop"
         if faces is not None and faces not in FACE_MODES:
             raise EmotionError(f"faces must be one of {', '.join(FACE_MODES)}, got {faces!r}")
-        clf = cls(model, [str(n) for n in names], faces or ("largest" if trained_on_faces else "none"),
-                  meta.get("margin"), detector or meta.get("detector"))
-        clf.face_model = trained_on_faces
-        clf.meta = meta
-        return clf
+        return cls(model, [str(n) for n in names], faces or ("largest" if trained_on_faces else "none"),
+                   meta.get("margin"), detector or meta.get("detector"), trained_on_faces)
 
     def preprocess(self, path: str | Path) -> np.ndarray:
         """The whole image as the model's input (no face search)."""
