@@ -76,7 +76,10 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="emotion", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"emotion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("fit", help="train, test and save a run folder")

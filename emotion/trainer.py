@@ -181,11 +181,25 @@ class Trainer:
         if self.history:
             plots.history(self.history, out / "history.png")
         sample = dm.test if len(dm.test) else dm.train
-        probs = self.predict(module, sample.images[:4].astype(np.float32))  # only the four it shows
-        plots.samples(sample.images[:4], sample.labels[:4], dm.class_names, out / "samples.png", probs)
+        shown = sample_indices(sample.labels, 4)
+        probs = self.predict(module, sample.images[shown].astype(np.float32))  # only the four it shows
+        plots.samples(sample.images[shown], sample.labels[shown], dm.class_names, out / "samples.png", probs)
         if test is not None:
             plots.confusion(test["confusion_matrix"], dm.class_names, out / "confusion.png")
         return metrics
+
+
+def sample_indices(labels, n: int = 4) -> np.ndarray:
+    """The first images of each class in turn (class 0, class 1, ..., class 0, ...), ``n`` in all: a sample
+    grid that shows every class, not the first ``n`` files of the first class."""
+    labels = np.asarray(labels)
+    queues = [list(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    out = []
+    while len(out) < min(n, len(labels)):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return np.array(out, dtype=int)
 
 
 def reference_inputs(shape, n: int = 4) -> np.ndarray:

@@ -144,3 +144,9 @@ def test_console_entry_point_runs_in_a_fresh_process(tmp_path):
     """`python -m emotion` with --backend: the one-line error comes from a real process too."""
     proc = run_cli("fit", "--backend", BACKEND, "--data", str(tmp_path / "none"))
     assert proc.returncode == 2 and proc.stderr.strip().startswith("emotion: error: data folder not found")
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.startswith("emotion 0.")

@@ -66,3 +66,11 @@ def test_reload_check_fails_loudly(run, tmp_path):
     x = np.random.default_rng(0).uniform(0, 255, (3, 48, 48, 3)).astype("float32")
     with pytest.raises(Exception, match="predicts differently"):
         verify_reload(other, out / "imageclassifier.keras", x)
+
+
+def test_sample_grid_shows_every_class():
+    from emotion.trainer import sample_indices
+
+    labels = np.array([0, 0, 0, 0, 0, 1, 1, 2])
+    assert sample_indices(labels, 4).tolist() == [0, 5, 7, 1]
+    assert sample_indices(np.array([1, 1]), 4).tolist() == [0, 1]
