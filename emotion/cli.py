@@ -229,12 +229,12 @@ def cmd_test(args) -> int:
     import numpy as np
 
     from .data import class_folders, is_presplit, load_folder
-    from .infer import Predictor, resolve_model
+    from .infer import Predictor
     from .metrics import score
 
     root = Path(args.data)
     names = class_folders(root, args.classes)  # data errors before the model loads
-    clf = Predictor.load(resolve_model(args.model), detector=args.detector)
+    clf = Predictor.load(args.model, detector=args.detector)
     if args.classes is None and not any(c.startswith("class_") for c in clf.class_names):
         names = class_folders(root, clf.class_names)
     if len(names) != len(clf.class_names):
@@ -295,7 +295,7 @@ def cmd_predict(args) -> int:
     import csv
     import time
 
-    from .infer import Predictor, image_files, resolve_model
+    from .infer import Predictor, image_files
 
     files = image_files(args.paths)  # every path checked before the model loads
     if not files:
@@ -304,7 +304,7 @@ def cmd_predict(args) -> int:
         if Path(args.annotate).exists() and not Path(args.annotate).is_dir():
             raise EmotionError(f"--annotate needs a folder; {args.annotate} is a file")
         Path(args.annotate).mkdir(parents=True, exist_ok=True)
-    clf = Predictor.load(resolve_model(args.model), faces=args.faces, detector=args.detector)
+    clf = Predictor.load(args.model, faces=args.faces, detector=args.detector)
     names = clf.class_names
     positive = names[-1] if len(names) == 2 else None
     writer = None
@@ -376,7 +376,7 @@ def _annotator(folder: Path):
 
 def cmd_video(args) -> int:
     from . import video
-    from .infer import Predictor, resolve_model
+    from .infer import Predictor
 
     for target in (args.out, args.csv):
         if target and Path(target).exists() and not args.overwrite:
@@ -386,7 +386,7 @@ def cmd_video(args) -> int:
     if args.detect_every < 1:
         raise EmotionError(f"--detect-every must be at least 1, got {args.detect_every}")
     video.open_source(args.source).release()  # a bad source fails before the model loads
-    clf = Predictor.load(resolve_model(args.model), detector=args.detector)
+    clf = Predictor.load(args.model, detector=args.detector)
     faces = args.faces or ("all" if clf.face_model else "none")
     result = video.run(args.source, clf, out=args.out, csv_path=args.csv, show=args.show, faces=faces,
                        smooth=args.smooth, detect_every=args.detect_every, max_frames=args.max_frames,
