@@ -78,6 +78,20 @@ def peak_device_memory() -> int | None:
     return fn() if fn else None
 
 
+def rng_state():
+    """The framework's global random state that training consumes outside Keras's seed generators (PyTorch:
+    Keras's unseeded dropout fast path draws from torch's global generator), as a numpy array; None where
+    there is none. `emotion.callbacks.Checkpoint` saves it so a resumed run draws what an uninterrupted one would."""
+    fn = getattr(_module(current()), "rng_state", None)
+    return fn() if fn else None
+
+
+def set_rng_state(state) -> None:
+    fn = getattr(_module(current()), "set_rng_state", None)
+    if fn and state is not None:
+        fn(state)
+
+
 def enable_float64() -> None:
     """Let the running backend compute in float64 (`keras.config.set_floatx("float64")` does the rest).
 

@@ -213,6 +213,28 @@ def fast_affine_transform(images, transform, interpolation="bilinear", fill_mode
     return out.permute(0, 2, 3, 1) if channels_last else out
 
 
+def rng_state():
+    """torch's global CPU generator (and the current CUDA device's, where there is one), as one uint8 array."""
+    import numpy as np
+    import torch
+
+    parts = [torch.get_rng_state().numpy()]
+    if torch.cuda.is_available():
+        parts.append(torch.cuda.get_rng_state().numpy())
+    return np.concatenate([np.array([len(parts[0])], dtype=np.int64).view(np.uint8), *parts])
+
+
+def set_rng_state(state) -> None:
+    import numpy as np
+    import torch
+
+    state = np.asarray(state, dtype=np.uint8)
+    n = int(state[:8].view(np.int64)[0])
+    torch.set_rng_state(torch.from_numpy(state[8:8 + n].copy()))
+    if torch.cuda.is_available() and len(state) > 8 + n:
+        torch.cuda.set_rng_state(torch.from_numpy(state[8 + n:].copy()))
+
+
 def peak_device_memory() -> int | None:
     import torch
 

@@ -18,7 +18,7 @@ import os
 import sys
 from pathlib import Path
 
-from .config import PRECISIONS, parse_fractions, parse_names
+from .config import parse_names
 from .errors import EmotionError
 from .faces import DETECTORS, FACE_MODES
 
@@ -40,47 +40,25 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
-    """Flags that override the config; None means 'keep the config's value'."""
-    _data_args(p)
-    p.add_argument("--config", help="YAML settings file (flags override it)")
-    p.add_argument("--out", help="run folder (default: models/)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--image-size", type=int)
-    p.add_argument("--color", choices=["rgb", "grayscale"])
-    p.add_argument("--split", type=parse_fractions, help="train,val,test fractions (default 0.7,0.2,0.1)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--preset", help="model preset (default: seed)")
-    p.add_argument("--lr", type=float, help="learning rate (default 1e-3)")
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"])
-    p.add_argument("--label-smoothing", type=float)
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="Keras dtype policy (default float32); mixed_bfloat16 uses AMX/bf16 units where the CPU has them")
-    p.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs w/o val_loss gain")
-    p.add_argument("--restore-best", action="store_true", default=None, help="keep the weights of the best val_loss epoch")
-    p.add_argument("--tta-flip", action="store_true", default=None,
-                   help="after training, save and test the mean prediction of each image and its mirror")
-    p.add_argument("--deterministic", action="store_true", default=None, help="backend determinism switches")
-    p.add_argument("--cache", help="decoded-image cache folder, or 'off' (default ~/.cache/emotion)")
-    p.add_argument("--faces", choices=["none", "crop", "given"],
-                   help="train on whole images (none, default), on each image's largest face (crop), or on images "
-                        "that are face crops already (given); the model then crops faces in predict/test/video/serve")
-    p.add_argument("--detector", choices=DETECTORS, help="with --faces crop: the face detector (default blazeface)")
-    p.add_argument("--no-face", choices=["keep", "skip"],
-                   help="with --faces crop, an image where no face is found: keep it whole (default) or skip it")
-    p.add_argument("--init-from", metavar="MODEL",
-                   help="start from this .keras's weights (same preset and input size; or 'happy-sad', the shipped model)")
-    p.add_argument("--freeze-epochs", type=int, metavar="N",
-                   help="with --init-from: train only the head for the first N epochs")
-    p.add_argument("--quiet", action="store_true", help="one line per epoch instead of progress bars")
+    """Every setting of `emotion.config` as a flag (declared there, once), and what a run folder needs."""
+    from .config import add_arguments
+
+    add_arguments(p)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective settings as YAML (which --config takes back) and exit")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its last checkpoint (same settings)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="emotion", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="emotion", description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"emotion {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    add_parser = sub.add_parser
+    sub.add_parser = lambda *a, **k: add_parser(*a, allow_abbrev=False, **k)  # --epoch is not --epochs
 
     p = sub.add_parser("fit", help="train, test and save a run folder")
     _backend_args(p)
@@ -170,28 +148,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --------------------------------------------------------------------------------------------- commands
 def _config(args):
-    from .config import load_config
+    """The settings of a fit or cv: defaults, --config, flags; with --resume, the checkpoint's, which the
+    given settings must agree with."""
+    from .config import flatten, load_config, overrides_from_args
 
-    overrides = {
-        "seed": args.seed, "data.data": args.data, "data.classes": args.classes, "data.batch_size": args.batch_size,
-        "data.image_size": args.image_size, "data.color": args.color, "data.split": args.split,
-        "data.cache": args.cache, "model.preset": args.preset, "model.learning_rate": args.lr,
-        "trainer.epochs": args.epochs, "trainer.out": args.out, "trainer.lr_schedule": args.lr_schedule,
-        "trainer.early_stopping": args.early_stopping, "trainer.restore_best": args.restore_best,
-        "trainer.deterministic": args.deterministic, "trainer.verbose": 2 if args.quiet else None,
-        "model.label_smoothing": args.label_smoothing, "trainer.tta_flip": args.tta_flip,
-        "model.precision": args.precision, "data.faces": args.faces, "data.no_face": args.no_face,
-        "data.detector": args.detector,
-        "model.init_from": args.init_from, "trainer.freeze_epochs": args.freeze_epochs,
-    }
-    return load_config(args.config, overrides)
+    overrides = overrides_from_args(args)
+    if not getattr(args, "resume", False):
+        return load_config(args.config, overrides)
+    from .run import resolve_resume
+
+    given = flatten(load_config(args.config, overrides)) if args.config else \
+        {k: v for k, v in overrides.items() if v is not None}
+    out = Path(overrides["trainer.out"] or (given.get("trainer.out") or load_config().trainer.out))
+    return resolve_resume(given, out)
 
 
 def cmd_fit(args) -> int:
     cfg = _config(args)
+    if args.print_config:
+        from .config import to_yaml
+
+        print(to_yaml(cfg), end="")
+        return 0
     from .run import fit_run
 
-    metrics = fit_run(cfg)
+    metrics = fit_run(cfg, resume=args.resume, overwrite=args.overwrite)
     t = metrics["test"]
     if t:
         print(f"test: accuracy {t['accuracy']:.4f}  precision {t['precision']:.4f}  recall {t['recall']:.4f}  "
@@ -202,9 +183,14 @@ def cmd_fit(args) -> int:
 
 def cmd_cv(args) -> int:
     cfg = _config(args)
+    if args.print_config:
+        from .config import to_yaml
+
+        print(to_yaml(cfg), end="")
+        return 0
     from .cv import cv_run
 
-    result = cv_run(cfg, args.folds)
+    result = cv_run(cfg, args.folds, resume=args.resume, overwrite=args.overwrite)
     for m, v in result["summary"].items():
         print(f"{m}: {v['mean']:.4f} ± {v['std']:.4f}")
     print(f"cv folder: {cfg.trainer.out} (cv.md, cv.json, fold-*/)")

@@ -1,6 +1,6 @@
-"""Settings as dataclasses, loadable from YAML and overridable from the command line.
-
-A YAML file mirrors the dataclasses (every key optional)::
+"""Settings as dataclasses, declared once: each field carries its flag, help, choices and check, and the
+`emotion fit`/`cv` flags are made from them (`add_arguments`), the way LightningCLI makes its parser from
+signatures. A YAML file mirrors the dataclasses (every key optional)::
 
     seed: 0
     data: {data: ../shared/data/web-happy-sad, image_size: 256, batch_size: 32, classes: [happy, sad]}
@@ -8,12 +8,14 @@ A YAML file mirrors the dataclasses (every key optional)::
     trainer: {epochs: 20, out: models}
 
     cfg = load_config("configs/seed.yaml", {"trainer.epochs": 2})
+    print(to_yaml(cfg))          # what `emotion fit --print-config` prints; `--config` takes it back
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,133 +26,7 @@ from .errors import EmotionError
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies a model can be built with
 
 
-@dataclass
-class DataConfig:
-    data: str = "data"
-    classes: list[str] | None = None  # None: every class folder
-    image_size: int = 256
-    color: str = "rgb"  # rgb | grayscale
-    batch_size: int = 32
-    split: list[float] = field(default_factory=lambda: [0.7, 0.2, 0.1])  # train, val, test
-    cache: str | None = None  # decoded-image cache folder; None: ~/.cache/emotion; "off": no disk cache
-    faces: str = "none"  # none: whole images | crop: each image's largest face | given: the images are face crops
-    no_face: str = "keep"  # faces=crop, no face found: keep the whole image | skip it
-    detector: str = "blazeface"  # faces=crop: blazeface | haar (emotion.faces)
-
-
-@dataclass
-class ModelConfig:
-    preset: str = "seed"
-    learning_rate: float = 1e-3
-    label_smoothing: float = 0.0
-    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16 (Keras dtype policy of the layers)
-    init_from: str | None = None  # a .keras (or a shipped model's name) whose weights start the training
-
-
-@dataclass
-class TrainerConfig:
-    epochs: int = 20
-    out: str = "models"
-    deterministic: bool = False
-    lr_schedule: str = "constant"  # constant | cosine
-    early_stopping: int = 0  # patience in epochs on val_loss; 0: off
-    restore_best: bool = False  # keep the weights of the epoch with the lowest val_loss
-    freeze_epochs: int = 0  # with model.init_from: train only the head for this many epochs, then everything
-    tta_flip: bool = False  # save and test the mean of the model on the image and its mirror (after training)
-    tensorboard: bool = True
-    verbose: int = 1  # Keras progress bars: 0 silent, 1 bar, 2 one line per epoch
-
-
-@dataclass
-class Config:
-    seed: int = 0
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "trainer": TrainerConfig}
-
-
-def _fields(cls) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)}
-
-
-def from_dict(raw: dict) -> Config:
-    raw = dict(raw or {})
-    unknown = set(raw) - {"seed", *_SECTIONS}
-    if unknown:
-        raise EmotionError(f"unknown config key(s) {sorted(unknown)}; expected seed, data, model, trainer")
-    sections = {}
-    for name, cls in _SECTIONS.items():
-        values = raw.get(name) or {}
-        if not isinstance(values, dict):
-            raise EmotionError(f"config section {name!r} must be a mapping")
-        bad = set(values) - _fields(cls)
-        if bad:
-            raise EmotionError(f"unknown key(s) {sorted(bad)} in {name!r}; valid: {sorted(_fields(cls))}")
-        sections[name] = cls(**values)
-    return Config(seed=int(raw.get("seed", 0)), **sections)
-
-
-def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
-    """Defaults, then the YAML file, then ``{"section.key": value}`` overrides (None values are ignored)."""
-    raw: dict = {}
-    if path:
-        path = Path(path)
-        if not path.is_file():
-            raise EmotionError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise EmotionError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
-        if not isinstance(raw, dict):
-            raise EmotionError(f"config file {path} must hold a mapping")
-    cfg = from_dict(raw)
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        if key == "seed":
-            cfg.seed = int(value)
-            continue
-        section, name = key.split(".")
-        setattr(getattr(cfg, section), name, value)
-    validate(cfg)
-    return cfg
-
-
-def validate(cfg: Config) -> None:
-    d = cfg.data
-    if d.image_size < 8:
-        raise EmotionError(f"image size must be at least 8, got {d.image_size}")
-    if d.batch_size < 1:
-        raise EmotionError(f"batch size must be positive, got {d.batch_size}")
-    if d.color not in ("rgb", "grayscale"):
-        raise EmotionError(f"color must be rgb or grayscale, got {d.color!r}")
-    if len(d.split) != 3 or any(f < 0 for f in d.split) or abs(sum(d.split) - 1) > 1e-6:
-        raise EmotionError(f"split must be three fractions summing to 1 (train,val,test), got {d.split}")
-    if d.faces not in ("none", "crop", "given"):
-        raise EmotionError(f"faces must be none, crop or given, got {d.faces!r}")
-    if d.detector not in ("blazeface", "haar"):
-        raise EmotionError(f"detector must be blazeface or haar, got {d.detector!r}")
-    if d.no_face not in ("keep", "skip"):
-        raise EmotionError(f"no_face must be keep or skip, got {d.no_face!r}")
-    if cfg.trainer.freeze_epochs < 0 or cfg.trainer.freeze_epochs >= cfg.trainer.epochs:
-        raise EmotionError(f"freeze_epochs must be in 0..epochs-1, got {cfg.trainer.freeze_epochs}")
-    if cfg.trainer.freeze_epochs and not cfg.model.init_from:
-        raise EmotionError("freeze_epochs needs init_from (--init-from MODEL.keras): nothing learned to freeze")
-    if cfg.model.precision not in PRECISIONS:
-        raise EmotionError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.model.precision!r}")
-    if cfg.trainer.epochs < 1:
-        raise EmotionError(f"epochs must be positive, got {cfg.trainer.epochs}")
-    if cfg.trainer.lr_schedule not in ("constant", "cosine"):
-        raise EmotionError(f"lr_schedule must be constant or cosine, got {cfg.trainer.lr_schedule!r}")
-
-
-# argparse types shared by every command that takes these flags (emotion fit/cv/data, emotion parity)
+# ------------------------------------------------------------------------------------------ argparse types
 def parse_names(text: str) -> list[str]:
     """``"happy, sad"`` -> ``["happy", "sad"]``."""
     names = [c.strip() for c in text.split(",") if c.strip()]
@@ -165,6 +41,285 @@ def parse_fractions(text: str) -> list[float]:
         parts = [float(x) for x in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError("expected three fractions, e.g. 0.7,0.2,0.1") from None
-    if len(parts) != 3 or any(f < 0 for f in parts) or abs(sum(parts) - 1) > 1e-6:
+    if not _fractions_ok(parts):
         raise argparse.ArgumentTypeError("expected three fractions summing to 1, e.g. 0.7,0.2,0.1")
     return parts
+
+
+def parse_mapping(text: str) -> dict:
+    """``'{dropout: 0.3}'`` (YAML/JSON) -> a dict."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a mapping, e.g. '{dropout: 0.3}'")
+    return value
+
+
+def _fractions_ok(parts) -> bool:
+    return len(parts) == 3 and all(isinstance(f, int | float) and f >= 0 for f in parts) and abs(sum(parts) - 1) < 1e-6
+
+
+def _at_least(n: int):
+    def check(v):
+        return isinstance(v, int) and not isinstance(v, bool) and v >= n
+    check.__doc__ = f"an integer >= {n}"
+    return check
+
+
+def opt(default=None, help: str = "", *, flag: str | None = None, choices=None, parse=None, check=None,
+        metavar: str | None = None, const=None, factory=None):
+    """A setting: its default, and what the command line needs to offer it. ``flag``: the option's name (default
+    ``--field-name``); ``parse``: argparse type; ``check``: predicate a value from YAML or flags must satisfy
+    (its docstring says what is expected); ``const``: the flag takes no value and stores this one."""
+    meta = {"help": help, "flag": flag, "choices": choices, "parse": parse, "check": check, "metavar": metavar,
+            "const": const}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ------------------------------------------------------------------------------------------ the settings
+@dataclass
+class DataConfig:
+    data: str = opt("data", "folder of class subfolders, or of train/ val/ test/")
+    classes: list[str] | None = opt(None, "comma-separated subset of class folders (default: all)", parse=parse_names)
+    image_size: int = opt(256, "side of the square the images are resized to", check=_at_least(8))
+    color: str = opt("rgb", "colour of the model's input", choices=("rgb", "grayscale"))
+    batch_size: int = opt(32, "images per training step", check=_at_least(1))
+    split: list[float] = opt(help="train,val,test fractions of a folder that is not split already",
+                             parse=parse_fractions, factory=lambda: [0.7, 0.2, 0.1])
+    cache: str | None = opt(None, "decoded-image cache folder, or 'off' (default ~/.cache/emotion)")
+    faces: str = opt("none", "train on whole images (none), on each image's largest face (crop), or on images that "
+                     "are face crops already (given); a face model crops faces in predict/test/video/serve",
+                     choices=("none", "crop", "given"))
+    no_face: str = opt("keep", "with --faces crop, an image where no face is found: keep it whole or skip it",
+                       choices=("keep", "skip"))
+    detector: str = opt("blazeface", "face detector for --faces crop (docs/faces.md)", choices=("blazeface", "haar"))
+
+
+@dataclass
+class ModelConfig:
+    module: str = opt("emotion.module:EmotionClassifier",
+                      "the LightningModule-style class that owns network, loss, optimizer and hooks, as "
+                      "package.module:Class (a subclass of emotion.module.EmotionClassifier)", metavar="MOD:CLASS")
+    preset: str = opt("seed", "network preset (emotion.model.PRESETS)")
+    preset_args: dict = opt(help="keyword arguments of the preset, e.g. '{dropout: 0.3}'", parse=parse_mapping,
+                            metavar="MAPPING", factory=dict)
+    learning_rate: float = opt(1e-3, "Adam's learning rate", flag="--lr")
+    lr_schedule: str = opt("constant", "learning-rate schedule", choices=("constant", "cosine"))
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy loss")
+    init_from: str | None = opt(None, "start from this .keras's weights (same preset and input size), or "
+                                "'happy-sad' (the shipped model)", metavar="MODEL")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = opt(20, "epochs to train (Lightning's max_epochs)", check=_at_least(1))
+    out: str = opt("models", "run folder")
+    precision: str = opt("float32", "Keras dtype policy the network is built with; mixed_bfloat16 uses AMX/bf16 "
+                         "units where the CPU has them", choices=PRECISIONS)
+    deterministic: bool = opt(False, "the backend's determinism switches")
+    early_stopping: int = opt(0, "stop after this many epochs without a lower val_loss (0: off)",
+                              check=_at_least(0), metavar="PATIENCE")
+    restore_best: bool = opt(False, "keep the weights of the epoch with the lowest val_loss")
+    freeze_epochs: int = opt(0, "with --init-from: train only the head for the first N epochs",
+                             check=_at_least(0), metavar="N")
+    tta_flip: bool = opt(False, "after training, save and test the mean of the model on each image and its mirror")
+    checkpoint: bool = opt(True, "write a checkpoint at the end of every epoch (what --resume continues from)")
+    tensorboard: bool = opt(True, "TensorBoard scalars in the run folder's logs/")
+    verbose: int = opt(1, "one line per epoch instead of progress bars", flag="--quiet", const=2,
+                       choices=(0, 1, 2))
+
+
+@dataclass
+class Config:
+    seed: int = opt(0, "seed of the split, the data order, the weights and augmentation", check=_at_least(0))
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "trainer": TrainerConfig}
+
+
+def settings() -> list[tuple[str, dataclasses.Field]]:
+    """Every setting as ``("section.name", field)`` (``"seed"`` for the top-level one)."""
+    out = [("seed", next(f for f in dataclasses.fields(Config) if f.name == "seed"))]
+    for section, cls in SECTIONS.items():
+        out += [(f"{section}.{f.name}", f) for f in dataclasses.fields(cls)]
+    return out
+
+
+def flag_of(key: str, f: dataclasses.Field) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def dest_of(key: str) -> str:
+    return "cfg__" + key.replace(".", "__")
+
+
+# ------------------------------------------------------------------------------------------ command line
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting (default None: keep the config's value), plus ``--config``."""
+    parser.add_argument("--config", help="YAML settings file (flags override it; --print-config writes one)")
+    for key, f in settings():
+        m = f.metadata
+        kwargs = {"dest": dest_of(key), "default": None, "help": m["help"]}
+        if m.get("const") is not None:
+            kwargs.update(action="store_const", const=m["const"])
+        elif f.type in ("bool", bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = m.get("parse") or _scalar_type(f)
+            if m.get("choices"):
+                kwargs["choices"] = m["choices"]
+            if m.get("metavar"):
+                kwargs["metavar"] = m["metavar"]
+        parser.add_argument(flag_of(key, f), **kwargs)
+
+
+def _scalar_type(f: dataclasses.Field):
+    text = str(f.type)
+    return int if text.startswith("int") else float if text.startswith("float") else str
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    return {key: getattr(args, dest_of(key), None) for key, _ in settings()}
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(getattr(args, "config", None), overrides_from_args(args))
+
+
+# ------------------------------------------------------------------------------------------ YAML
+def _suggest(word: str, options) -> str:
+    close = difflib.get_close_matches(word, list(options), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _home_of(key: str) -> str | None:
+    """The section a setting's name belongs to, for a key found in the wrong place."""
+    for name, cls in SECTIONS.items():
+        if key in {f.name for f in dataclasses.fields(cls)}:
+            return name
+    return None
+
+
+def _misplaced(key: str, where: str, options) -> str:
+    home = _home_of(key)
+    if home and home != where:
+        return f"unknown key {key!r} in {where}: it belongs in the {home!r} section"
+    return f"unknown key {key!r} in {where}{_suggest(key, options)}; valid: {', '.join(sorted(options))}"
+
+
+def from_dict(raw: dict) -> Config:
+    raw = dict(raw or {})
+    for key in raw:
+        if key not in {"seed", *SECTIONS}:
+            raise EmotionError("config: " + _misplaced(key, "the top level", ["seed", *SECTIONS]))
+    sections = {}
+    for name, cls in SECTIONS.items():
+        values = raw.get(name) or {}
+        if not isinstance(values, dict):
+            raise EmotionError(f"config section {name!r} must be a mapping")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in values:
+            if key not in names:
+                raise EmotionError("config: " + _misplaced(key, f"section {name!r}", names))
+        sections[name] = cls(**values)
+    return Config(seed=raw.get("seed", 0), **sections)
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
+    """Defaults, then the YAML file, then ``{"section.key": value}`` overrides (None values are ignored)."""
+    raw: dict = {}
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise EmotionError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise EmotionError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise EmotionError(f"config file {path} must hold a mapping")
+    cfg = from_dict(raw)
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        if key == "seed":
+            cfg.seed = value
+            continue
+        section, name = key.split(".")
+        setattr(getattr(cfg, section), name, value)
+    validate(cfg)
+    return cfg
+
+
+def flatten(cfg: Config) -> dict:
+    """``{"seed": 0, "data.data": "data", ...}``: every setting by its dotted key."""
+    out = {}
+    for key, _ in settings():
+        section, _, name = key.rpartition(".")
+        out[key] = getattr(getattr(cfg, section) if section else cfg, name)
+    return out
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+_Dumper.add_representer(list, lambda d, v: d.represent_sequence("tag:yaml.org,2002:seq", v, flow_style=True))
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.dump(cfg.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
+def _type_ok(f: dataclasses.Field, value) -> bool:
+    text = str(f.type)
+    if value is None:
+        return "None" in text
+    if text.startswith("bool"):
+        return isinstance(value, bool)
+    if text.startswith("int"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if text.startswith("float"):
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if text.startswith("str"):
+        return isinstance(value, str)
+    if text.startswith("list[str]"):
+        return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+    if text.startswith("list[float]"):
+        return isinstance(value, list)
+    if text.startswith("dict"):
+        return isinstance(value, dict)
+    return True
+
+
+def validate(cfg: Config) -> None:
+    """Each setting against its declaration (type, choices, check), then the rules that join settings."""
+    for key, f in settings():
+        section, _, name = key.rpartition(".")
+        value = getattr(getattr(cfg, section) if section else cfg, name)
+        m = f.metadata
+        if not _type_ok(f, value):
+            raise EmotionError(f"{key} must be {str(f.type).replace(' | None', ' or null')}, got {value!r}")
+        if value is not None and m.get("choices") and value not in m["choices"]:
+            raise EmotionError(f"{key} must be one of {', '.join(map(str, m['choices']))}, got {value!r}")
+        if value is not None and m.get("check") and not m["check"](value):
+            raise EmotionError(f"{key} must be {m['check'].__doc__}, got {value!r}")
+    if not _fractions_ok(cfg.data.split):
+        raise EmotionError(f"split must be three fractions summing to 1 (train,val,test), got {cfg.data.split}")
+    if ":" not in cfg.model.module:
+        raise EmotionError(f"model.module must be package.module:Class, got {cfg.model.module!r}")
+    t = cfg.trainer
+    if t.freeze_epochs >= t.epochs:
+        raise EmotionError(f"freeze_epochs must be in 0..epochs-1, got {t.freeze_epochs}")
+    if t.freeze_epochs and not cfg.model.init_from:
+        raise EmotionError("freeze_epochs needs init_from (--init-from MODEL.keras): nothing learned to freeze")

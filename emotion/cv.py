@@ -19,16 +19,24 @@ from .errors import EmotionError
 METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "loss")
 
 
-def cv_run(cfg: Config, folds: int) -> dict:
+def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = False) -> dict:
+    """Every fold's run folder, then the summary. ``resume``: folds already finished are read back, an
+    interrupted one continues from its checkpoint, the rest train; ``overwrite``: every fold trains again."""
     if folds < 2:
         raise EmotionError(f"--folds must be at least 2, got {folds}")
+    from .callbacks import CHECKPOINT_FILE
     from .run import fit_run
 
     out = Path(cfg.trainer.out)
     runs = []
     for fold in range(folds):
-        dm = EmotionDataModule(cfg.data, seed=cfg.seed).setup_fold(fold, folds)
-        metrics = fit_run(cfg, dm=dm, out=out / f"fold-{fold}")
+        where = out / f"fold-{fold}"
+        if resume and (where / "metrics.json").is_file() and not (where / CHECKPOINT_FILE).is_file():
+            metrics = json.loads((where / "metrics.json").read_text())  # finished before the interruption
+        else:
+            dm = EmotionDataModule(cfg.data, seed=cfg.seed).setup_fold(fold, folds)
+            metrics = fit_run(cfg, dm=dm, out=where, resume=resume and (where / CHECKPOINT_FILE).is_file(),
+                              overwrite=overwrite)
         runs.append({"fold": fold, "split": metrics["split"], "test": metrics["test"],
                      "seconds": metrics["seconds"]})
     summary = {m: {"mean": float(np.mean([r["test"][m] for r in runs])),

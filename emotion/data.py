@@ -381,7 +381,13 @@ def make_batches(images, labels, batch_size: int, shuffle: bool = False, seed: i
 
         def on_epoch_end(self):
             if self.shuffle:
-                self.epoch += 1
+                self.set_epoch(self.epoch + 1)
+
+        def set_epoch(self, k: int) -> None:
+            """Use the ``k``-th order. `emotion.trainer.Trainer` sets ``k = epoch + 1`` at the start of each
+            epoch, so the order depends on the epoch alone, however many peeks, phases or resumes came before."""
+            if self.shuffle and k != self.epoch:
+                self.epoch = k
                 self.order = self._order()
 
     return _Batches()

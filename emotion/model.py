@@ -11,6 +11,7 @@ Keras's mixed-precision policy: float32 weights, bfloat16/float16 compute, and a
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import keras
@@ -41,21 +42,26 @@ def head(num_classes: int) -> layers.Layer:
 
 
 def build_model(preset: str, input_shape=(256, 256, 3), num_classes: int = 2,
-                precision: str | None = None) -> keras.Model:
+                precision: str | None = None, **preset_args) -> keras.Model:
     """`precision`: one of PRECISIONS, set as Keras's dtype policy while the layers are made (each layer keeps
-    it, in the model and in its `.keras` file) and put back afterwards; None: the global policy as it is."""
+    it, in the model and in its `.keras` file) and put back afterwards; None: the global policy as it is.
+    ``preset_args``: keyword arguments of the preset's function (``dropout=0.3`` for `seed-plus`, ...)."""
     if preset not in PRESETS:
         raise EmotionError(f"unknown preset {preset!r}; choose one of {', '.join(sorted(PRESETS))}")
     if num_classes < 2:
         raise EmotionError(f"need at least two classes, got {num_classes}")
-    if precision is None:
-        return PRESETS[preset](tuple(input_shape), num_classes)
-    if precision not in PRECISIONS:
+    fn = PRESETS[preset]
+    takes = [p for p in inspect.signature(fn).parameters if p not in ("input_shape", "num_classes")]
+    unknown = sorted(set(preset_args) - set(takes))
+    if unknown:
+        raise EmotionError(f"preset {preset!r} takes no argument(s) {unknown}; it takes: {', '.join(takes) or 'none'}")
+    if precision is not None and precision not in PRECISIONS:
         raise EmotionError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
+    if precision is not None:
+        keras.config.set_dtype_policy(precision)
     try:
-        return PRESETS[preset](tuple(input_shape), num_classes)
+        return fn(tuple(input_shape), num_classes, **preset_args)
     finally:
         keras.config.set_dtype_policy(previous)
 
@@ -105,7 +111,7 @@ def conv_bn(x, filters: int, kernel: int = 3):
 
 
 @register("seed-plus")
-def seed_plus(input_shape, num_classes):
+def seed_plus(input_shape, num_classes, dropout: float = 0.5):
     """The seed's CNN, unchanged, plus what its README promised and a small data set needs: augmentation
     (flip, ±11° rotation, 10% zoom, 5% shift, contrast; training only) and dropout before and after Dense(256).
     Same parameters as `seed` (3,696,625 at 256x256). A batch-norm + global-pooling variant of it reached only
@@ -116,14 +122,14 @@ def seed_plus(input_shape, num_classes):
         x = layers.Conv2D(filters, 3, activation="relu")(x)
         x = layers.MaxPooling2D()(x)
     x = layers.Flatten()(x)
-    x = layers.Dropout(0.5)(x)
+    x = layers.Dropout(dropout)(x)
     x = layers.Dense(256, activation="relu")(x)
-    x = layers.Dropout(0.5)(x)
+    x = layers.Dropout(dropout)(x)
     return keras.Model(inputs, head(num_classes)(x), name="seed_plus")
 
 
 @register("vgg-bn")
-def vgg_bn(input_shape, num_classes):
+def vgg_bn(input_shape, num_classes, widths=(32, 64, 128, 256), dropout: float = 0.3):
     """A VGG-style net for small faces (FER2013's 48x48): four blocks of two 3x3 conv + batch norm
     (32, 64, 128, 256 filters) and max pooling, global average pooling, dropout, Dense(128), dropout, the head.
     Mild augmentation (flip, ±11° rotation, 8% zoom, 6% shift, contrast) runs in training only; FER2013's
@@ -131,12 +137,12 @@ def vgg_bn(input_shape, num_classes):
     (train accuracy = val accuracy = 0.91). ~1.2M parameters."""
     inputs = keras.Input(input_shape)
     x = augmented_and_rescaled(inputs, rotation=0.03, zoom=0.08, translation=0.06, contrast=0.2)
-    for filters in (32, 64, 128, 256):
+    for filters in widths:
         x = conv_bn(x, filters)
         x = conv_bn(x, filters)
         x = layers.MaxPooling2D()(x)
     x = layers.GlobalAveragePooling2D()(x)
-    x = layers.Dropout(0.3)(x)
+    x = layers.Dropout(dropout)(x)
     x = layers.Dense(128, activation="relu")(x)
     x = layers.Dropout(0.2)(x)
     return keras.Model(inputs, head(num_classes)(x), name="vgg_bn")

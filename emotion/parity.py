@@ -178,7 +178,6 @@ def worker_init(spec: ParitySpec, backend: str) -> None:
 def worker_train(spec: ParitySpec, backend: str) -> None:
     import backends
 
-    from .config import TrainerConfig
     from .metrics import score
     from .trainer import Trainer, seed_everything
 
@@ -190,8 +189,7 @@ def worker_train(spec: ParitySpec, backend: str) -> None:
     lr = spec.learning_rate_for(backend)
     module = _build(spec, dm, lr)
     module.model.load_weights(Path(spec.out) / INIT_WEIGHTS)
-    trainer = Trainer(TrainerConfig(epochs=spec.epochs, verbose=2, tensorboard=False,
-                                    deterministic=spec.deterministic))
+    trainer = Trainer(max_epochs=spec.epochs, verbose=2, deterministic=spec.deterministic)
     history = trainer.fit(module, dm)
     module.model.save(out / MODEL_FILE)
     probs = trainer.predict(module, dm.test_dataloader())

@@ -1,36 +1,29 @@
-"""`Trainer`: how a module is trained (Keras `fit` underneath), evaluated and saved as a run folder.
+"""`Trainer`: how a module is trained. It runs the loops (Keras `fit` underneath) and nothing else; what a run
+writes, checks and measures are callbacks (`emotion.callbacks`), as in Lightning.
 
     seed_everything(0)
     dm = EmotionDataModule(cfg.data, seed=0).setup()
     module = EmotionClassifier("seed", dm.input_shape, dm.num_classes)
-    trainer = Trainer(cfg.trainer)
-    trainer.fit(module, dm)          # Keras progress bars, TensorBoard logs, epoch timings
+    trainer = Trainer(max_epochs=20, precision="float32", callbacks=default_callbacks(cfg, "runs/a"))
+    trainer.fit(module, dm)                                    # or ckpt_path="runs/a/checkpoints/last.npz"
     trainer.test(module, dm)         # {"accuracy": .., "precision": .., "confusion_matrix": ..}
-    trainer.save_run(module, dm, "models/")   # .keras (reloaded and checked), metrics.json, plots
 """
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
 
 import backends
 
-from . import plots
-from .config import TrainerConfig
+from .callbacks import Callback, EpochTimer, assign, read_checkpoint
 from .data import EmotionDataModule
 from .errors import EmotionError
-from .infer import write_meta
 from .metrics import score
 from .model import freeze_features
 from .module import EmotionClassifier
-
-MODEL_FILE = "imageclassifier.keras"
-RELOAD_TOLERANCE = 1e-6
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -39,88 +32,126 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     backends.configure(deterministic=deterministic)
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Wall-clock seconds of each epoch (training and validation)."""
+class _Loop(keras.callbacks.Callback):
+    """The Trainer's own link to each epoch: it sets the data order for the epoch (a function of the epoch
+    number, so a resumed run sees the batches an uninterrupted one would), records the history and calls the
+    module's epoch hooks. It runs before every other callback."""
 
-    def __init__(self):
+    def __init__(self, trainer: Trainer, loader, rng=None):
         super().__init__()
-        self.seconds: list[float] = []  # kept across the two fits of a frozen-then-unfrozen run
+        self.trainer, self.loader, self.rng = trainer, loader, rng
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._t = time.perf_counter()
+        if self.rng is not None:  # a resumed run: the global random state as it was after the last epoch, set
+            backends.set_rng_state(self.rng)  # here, after Keras's build pass (which may draw from it)
+            self.rng = None
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch + 1)
+        self.trainer.module.on_train_epoch_start(self.trainer, epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._t)
-
-
-class ScalarTensorBoard(keras.callbacks.Callback):
-    """Epoch scalars to TensorBoard (`logs/train`, `logs/validation`, as Keras's own callback lays them out).
-
-    Keras's `TensorBoard` callback needs TensorFlow installed; this one writes the same scalars through
-    tensorboardX, so JAX- and PyTorch-only installs get logs too.
-    """
-
-    def __init__(self, log_dir: str | Path):
-        super().__init__()
-        self.log_dir = Path(log_dir)
-
-    def on_train_begin(self, logs=None):
-        from tensorboardX import SummaryWriter
-
-        self.writers = {k: SummaryWriter(str(self.log_dir / k)) for k in ("train", "validation")}
-
-    def on_epoch_end(self, epoch, logs=None):
-        for key, value in (logs or {}).items():
-            which, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
-            self.writers[which].add_scalar(f"epoch_{name}", float(value), epoch)
-        for w in self.writers.values():
-            w.flush()
-
-    def on_train_end(self, logs=None):
-        for w in self.writers.values():
-            w.close()
+        for k, v in (logs or {}).items():
+            self.trainer.history.setdefault(k, []).append(float(v))
+        self.trainer.current_epoch = epoch + 1
+        self.trainer.module.on_train_epoch_end(self.trainer, epoch, dict(logs or {}))
 
 
 class Trainer:
-    def __init__(self, cfg: TrainerConfig | None = None, callbacks: list | None = None):
-        self.cfg = cfg or TrainerConfig()
-        self.extra_callbacks = list(callbacks or [])
+    """``Trainer(max_epochs, precision, callbacks, ...)``; `fit(module, datamodule, ckpt_path=None)`.
+
+    ``freeze_epochs`` N (transfer learning): the first N epochs train the head alone on frozen features, then the
+    network is compiled again (a fresh optimizer) and every layer trains. ``precision``: the Keras dtype policy
+    under which the module's `configure_model` builds the network."""
+
+    def __init__(self, max_epochs: int = 20, precision: str = "float32", callbacks: list | None = None,
+                 deterministic: bool = False, verbose: int = 1, freeze_epochs: int = 0, config: dict | None = None):
+        self.max_epochs, self.precision, self.deterministic = max_epochs, precision, deterministic
+        self.verbose, self.freeze_epochs, self.config = verbose, freeze_epochs, config or {}
+        self.callbacks = list(callbacks) if callbacks is not None else [EpochTimer()]
         self.history: dict = {}
-        self.timer = EpochTimer()
+        self.module: EmotionClassifier | None = None
+        self.datamodule: EmotionDataModule | None = None
+        self.current_epoch = 0
+        self.phase = 0
         self.fit_seconds = 0.0
+        self.steps_per_epoch = 1
+
+    @classmethod
+    def from_config(cls, cfg, callbacks: list | None = None) -> Trainer:
+        """From a `emotion.config.Config` (its ``trainer`` section; the whole config goes into checkpoints), or
+        from a `TrainerConfig` alone."""
+        t = getattr(cfg, "trainer", cfg)
+        return cls(max_epochs=t.epochs, precision=t.precision, callbacks=callbacks, deterministic=t.deterministic,
+                   verbose=t.verbose, freeze_epochs=t.freeze_epochs,
+                   config=cfg.to_dict() if hasattr(cfg, "trainer") else None)
 
     # -------------------------------------------------------------------------------------------- loops
-    def callbacks(self, log_dir: Path | None) -> list:
-        cbs = [self.timer, *self.extra_callbacks]
-        if self.cfg.tensorboard and log_dir is not None:
-            cbs.append(ScalarTensorBoard(log_dir))
-        if self.cfg.early_stopping or self.cfg.restore_best:
-            cbs.append(keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=self.cfg.early_stopping or self.cfg.epochs,
-                restore_best_weights=self.cfg.restore_best, verbose=min(self.cfg.verbose, 1)))
-        return cbs
+    def build(self, module: EmotionClassifier) -> keras.Model:
+        """The module's network, made by its `configure_model` under this trainer's precision (Keras's dtype
+        policy, set while the layers are made) unless it is made already."""
+        if not module.built:
+            previous = keras.config.dtype_policy()
+            keras.config.set_dtype_policy(self.precision)
+            try:
+                module.model = module.configure_model()
+            finally:
+                keras.config.set_dtype_policy(previous)
+        return module.model
 
-    def fit(self, module: EmotionClassifier, dm: EmotionDataModule, log_dir: Path | None = None) -> dict:
-        """Keras `fit`. With ``freeze_epochs`` N (transfer learning), the first N epochs train the head alone
-        on frozen features, then the model is compiled again (a fresh optimizer) and every layer trains."""
-        train = dm.train_dataloader()
-        validation = dm.val_dataloader() if len(dm.val) else None
-        epochs, frozen = self.cfg.epochs, self.cfg.freeze_epochs
-        phases = [(0, frozen, True), (frozen, epochs, False)] if frozen else [(0, epochs, False)]
-        t0 = time.perf_counter()
+    def phases(self) -> list[tuple[int, int, bool]]:
+        """(first epoch, end epoch, features frozen) of each training phase."""
+        n, frozen = self.max_epochs, self.freeze_epochs
+        return [(0, frozen, True), (frozen, n, False)] if frozen else [(0, n, False)]
+
+    def fit(self, module: EmotionClassifier, datamodule: EmotionDataModule, ckpt_path=None) -> dict:
+        """Train ``module`` on ``datamodule``'s batches; with ``ckpt_path``, continue from that checkpoint."""
+        self.module, self.datamodule = module, datamodule
+        module.trainer = self
+        ckpt = read_checkpoint(ckpt_path) if ckpt_path else None
+        self.build(module)
+        train = datamodule.train_dataloader()
+        validation = datamodule.val_dataloader() if len(datamodule.val) else None
+        self.steps_per_epoch = len(train)
+        start = 0
         self.history = {}
-        for first, last, freeze in phases:
+        if ckpt is not None:
+            start = int(ckpt["meta"]["epoch"])
+            self.history = {k: list(v) for k, v in ckpt["meta"]["history"].items()}
+            keyed = {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks)}
+            for key, state in ckpt["callbacks"].items():
+                if key in keyed:
+                    keyed[key].load_state_dict(state)
+        self.current_epoch = start
+        for cb in self.callbacks:
+            if isinstance(cb, Callback):
+                cb.trainer = self
+                cb.on_fit_start(self, module)
+        module.on_fit_start(self)
+        if ckpt is not None:
+            assign(module.model.variables, ckpt["model"], "network")
+        loop = _Loop(self, train, rng=ckpt["rng"] if ckpt is not None else None)
+        t0 = time.perf_counter()
+        for phase, (first, last, freeze) in enumerate(self.phases()):
+            if last <= start:
+                continue
+            self.phase = phase
             freeze_features(module.model, freeze)
             module.compile(steps_per_epoch=len(train), epochs=last - first)
+            if ckpt is not None:
+                if ckpt["meta"]["phase"] == phase and ckpt["optimizer"]:  # mid-phase: the optimizer goes on too
+                    module.model.optimizer.build(module.model.trainable_variables)
+                    assign(module.model.optimizer.variables, ckpt["optimizer"], "optimizer state")
+                ckpt = None
             # shuffle=False: the data module already shuffles, seeded per epoch. Keras's own shuffle would
             # reorder the batches again with Python's global `random`, which TensorFlow's fit consumes differently
             # from JAX's and PyTorch's, so the backends would see the same batches in different orders.
-            hist = module.model.fit(train, validation_data=validation, initial_epoch=first, epochs=last,
-                                    shuffle=False, callbacks=self.callbacks(log_dir), verbose=self.cfg.verbose)
-            for k, vals in hist.history.items():
-                self.history.setdefault(k, []).extend(float(v) for v in vals)
+            module.model.fit(train, validation_data=validation, initial_epoch=max(first, start), epochs=last,
+                             shuffle=False, callbacks=[loop, *self.callbacks], verbose=self.verbose)
         self.fit_seconds = time.perf_counter() - t0
-        self.steps_per_epoch = len(train)
+        module.on_fit_end(self)
+        for cb in self.callbacks:
+            if isinstance(cb, Callback):
+                cb.on_fit_end(self, module)
         return self.history
 
     def predict(self, module: EmotionClassifier | keras.Model, batches) -> np.ndarray:
@@ -139,54 +170,12 @@ class Trainer:
     def test(self, module, dm: EmotionDataModule) -> dict:
         return self._score(module, dm, "test")
 
-    # -------------------------------------------------------------------------------------------- run folder
     def timings(self) -> dict:
-        secs = getattr(self.timer, "seconds", []) or [0.0]
+        timer = next((cb for cb in self.callbacks if isinstance(cb, EpochTimer)), None)
+        secs = (timer.seconds if timer else []) or [0.0]
         warm = secs[1:] or secs
-        steps = max(getattr(self, "steps_per_epoch", 1), 1)
         return {"fit": round(self.fit_seconds, 3), "first_epoch": round(secs[0], 3),
-                "per_step": round(float(np.median(warm)) / steps, 4)}
-
-    def save_run(self, module: EmotionClassifier, dm: EmotionDataModule, out: str | Path,
-                 config: dict | None = None, seed: int = 0) -> dict:
-        """Write the run folder; the saved `.keras` is reloaded and must predict what the live model does."""
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        path = out / MODEL_FILE
-        module.model.save(path)
-        check = dm.test if len(dm.test) else dm.val
-        verify_reload(module.model, path, check.images[:64])
-        write_meta(path, model_meta(module.model, dm, module.preset))
-
-        test = self.test(module, dm) if len(dm.test) else None
-        val = self.validate(module, dm) if len(dm.val) else None
-        metrics = {
-            **backends.describe(),
-            "preset": module.preset,
-            "image_size": dm.cfg.image_size,
-            "color": dm.cfg.color,
-            "seed": seed,
-            "class_names": dm.class_names,
-            "params": int(module.model.count_params()),
-            "split": dm.split_sizes(),
-            "invalid_files": [{"path": p, "reason": r} for p, r in dm.invalid],
-            "faces": dm.face_counts(),
-            "history": self.history,
-            "val": val,
-            "test": test,
-            "seconds": self.timings(),
-            "config": config or {},
-        }
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        if self.history:
-            plots.history(self.history, out / "history.png")
-        sample = dm.test if len(dm.test) else dm.train
-        shown = sample_indices(sample.labels, 4)
-        probs = self.predict(module, sample.images[shown].astype(np.float32))  # only the four it shows
-        plots.samples(sample.images[shown], sample.labels[shown], dm.class_names, out / "samples.png", probs)
-        if test is not None:
-            plots.confusion(test["confusion_matrix"], dm.class_names, out / "confusion.png")
-        return metrics
+                "per_step": round(float(np.median(warm)) / max(self.steps_per_epoch, 1), 4)}
 
 
 def sample_indices(labels, n: int = 4) -> np.ndarray:
@@ -228,14 +217,3 @@ def model_meta(model: keras.Model, dm: EmotionDataModule, preset: str) -> dict:
         "reference": {"inputs": "numpy default_rng(0).integers(0, 256, (4, H, W, C), uint8)",
                       "outputs": np.asarray(model.predict(ref.astype(np.float32), verbose=0)).tolist()},
     }
-
-
-def verify_reload(model: keras.Model, path: str | Path, images: np.ndarray, tolerance=RELOAD_TOLERANCE) -> float:
-    """Reload ``path`` and compare its predictions on ``images`` with ``model``'s; raise past ``tolerance``."""
-    x = np.asarray(images, dtype=np.float32)
-    reloaded = keras.saving.load_model(path)
-    delta = float(np.max(np.abs(model.predict(x, verbose=0) - reloaded.predict(x, verbose=0)))) if len(x) else 0.0
-    if not delta <= tolerance:
-        raise EmotionError(f"reloaded {path} predicts differently from the trained model: max |dP| = {delta:.3g} "
-                           f"> {tolerance:g}")
-    return delta

@@ -70,5 +70,5 @@ def test_unknown_precision_is_a_clear_error():
 
     with pytest.raises(EmotionError, match="unknown precision"):
         build_model("seed", (32, 32, 3), 2, precision="float8")
-    with pytest.raises(EmotionError, match="precision must be one of"):
-        load_config(None, {"model.precision": "bf16"})
+    with pytest.raises(EmotionError, match="trainer.precision must be one of"):
+        load_config(None, {"trainer.precision": "bf16"})

@@ -88,7 +88,7 @@ def test_epoch_fingerprints_skip_keras_peeks():
 
 def test_fit_consumes_the_data_modules_batches_in_order(synth_dir):
     """Under this backend, Keras fit takes batch 0..n-1 of each epoch's seeded permutation, epoch after epoch."""
-    from emotion.config import DataConfig, TrainerConfig
+    from emotion.config import DataConfig
     from emotion.data import EmotionDataModule
     from emotion.module import EmotionClassifier
     from emotion.trainer import Trainer, seed_everything
@@ -102,7 +102,7 @@ def test_fit_consumes_the_data_modules_batches_in_order(synth_dir):
 
     cfg = DataConfig(data=str(synth_dir), image_size=24, batch_size=8, cache="off")
     dm = Recording(cfg, seed=3).setup()
-    Trainer(TrainerConfig(epochs=3, verbose=0, tensorboard=False)).fit(EmotionClassifier("seed", (24, 24, 3), 2), dm)
+    Trainer(max_epochs=3, verbose=0).fit(EmotionClassifier("seed", (24, 24, 3), 2), dm)
     seen = parity.epoch_fingerprints(events, 3)
 
     loader = EmotionDataModule(cfg, seed=3).setup().train_dataloader()

@@ -153,9 +153,9 @@ def test_stronger_presets_train_under_this_backend(preset, synth_dir):
     seed_everything(0)
     cfg = load_config(None, {"data.data": str(synth_dir), "data.image_size": 24, "data.color": "grayscale",
                              "data.batch_size": 16, "trainer.epochs": 1, "trainer.verbose": 0,
-                             "trainer.tensorboard": False, "trainer.lr_schedule": "cosine"})
+                             "trainer.tensorboard": False, "model.lr_schedule": "cosine"})
     dm = EmotionDataModule(cfg.data).setup()
     module = EmotionClassifier(preset, dm.input_shape, dm.num_classes, lr_schedule="cosine", label_smoothing=0.05)
-    history = Trainer(cfg.trainer).fit(module, dm)
+    history = Trainer.from_config(cfg).fit(module, dm)
     assert np.isfinite(history["loss"][0]) and np.isfinite(history["val_loss"][0])
     assert module.model.predict(dm.val.images.astype("float32"), verbose=0).shape == (len(dm.val), 1)

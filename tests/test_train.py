@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from conftest import BACKEND
 
+from emotion.callbacks import verify_reload
 from emotion.config import load_config
 from emotion.data import EmotionDataModule
 from emotion.module import EmotionClassifier
 from emotion.run import fit_run
-from emotion.trainer import Trainer, seed_everything, verify_reload
+from emotion.trainer import Trainer, seed_everything
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +31,7 @@ def test_two_epochs_lower_the_loss(synth_dir):
     module = EmotionClassifier("seed", dm.input_shape, dm.num_classes)
     module.compile()
     before = module.model.evaluate(dm.train_dataloader(), verbose=0, return_dict=True)["loss"]
-    history = Trainer(cfg.trainer).fit(module, dm)
+    history = Trainer.from_config(cfg).fit(module, dm)
     after = module.model.evaluate(dm.dataloader("train"), verbose=0, return_dict=True)["loss"]
     assert len(history["loss"]) == 2 and "val_loss" in history
     assert after < before, (before, after)

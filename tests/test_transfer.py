@@ -60,7 +60,7 @@ def test_freeze_epochs_train_only_the_head_first(synth_dir):
             snapshots.append([w.copy() for w in module.model.get_weights()])
 
     before = [w.copy() for w in module.model.get_weights()]
-    history = Trainer(cfg.trainer, callbacks=[Snapshot()]).fit(module, dm)
+    history = Trainer.from_config(cfg, callbacks=[Snapshot()]).fit(module, dm)
     assert len(history["loss"]) == 2 and len(history["val_loss"]) == 2
     head = len(before) - 2  # the head's kernel and bias are the last two arrays
     first, second = snapshots
