@@ -65,8 +65,7 @@ CALIBRATION_IMAGES = 100
 RANDOM_IMAGES = 32
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = harness.log  # progress lines go to stderr
 
 
 # ============================================================================================ checks

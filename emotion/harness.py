@@ -45,6 +45,11 @@ class StepError(EmotionError):
 
 
 # ============================================================================================ backends
+def log(msg: str) -> None:
+    """A progress line, on stderr (stdout is for what a command reports)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def check_names(names) -> list[str]:
     """``names`` (a list or a comma-separated string) without repeats; an unknown or empty one is an error."""
     import backends
@@ -58,7 +63,7 @@ def check_names(names) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def plan(requested=None, need: int = 1, what: str = "this", log=None) -> tuple[list[str], list[str]]:
+def plan(requested=None, need: int = 1, what: str = "this", log=log) -> tuple[list[str], list[str]]:
     """(installed backends to run, requested backends that are not installed): the one rule for a missing
     backend. Each missing one is logged by name; fewer than ``need`` installed is a one-line error."""
     import backends
@@ -72,7 +77,7 @@ def plan(requested=None, need: int = 1, what: str = "this", log=None) -> tuple[l
             f"{what} needs at least {_COUNT.get(need, need)} installed backend{'s' if need > 1 else ''}; installed: "
             f"{', '.join(installed) or 'none'}{'; not installed: ' + ', '.join(missing) if missing else ''}")
     for b in missing:
-        (log or _stderr)(f"{what}: backend {b} is not installed: left out, not compared (pip install 'emotion[{b}]')")
+        log(f"{what}: backend {b} is not installed: left out, not compared (pip install 'emotion[{b}]')")
     return present, missing
 
 
@@ -82,10 +87,6 @@ def missing_note(missing: list[str]) -> str:
         return ""
     return (f"Not installed here, left out and not compared: {', '.join(missing)} "
             f"(pip install {' '.join(repr(f'emotion[{b}]') for b in missing)}).")
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # ============================================================================================ processes

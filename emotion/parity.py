@@ -82,8 +82,7 @@ class ParitySpec:
         return float(self.perturb.get(backend, self.learning_rate))
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = harness.log  # progress lines go to stderr
 
 
 # ============================================================================================ worker side
