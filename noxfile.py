@@ -99,7 +99,7 @@ def export(session):
     if "--model" not in args:
         session.run("emotion", "fit", "--backend", "tensorflow", "--data", data, "--out", "runs/export/model",
                     "--epochs", "15", "--image-size", "128", "--quiet")
-    session.run("python", "-m", "emotion.export", "matrix", "--model", model, "--out", "runs/export", "--data", data)
+    session.run("emotion", "export", "--matrix", "--model", model, "--out", "runs/export", "--data", data)
 
 
 @nox.session

@@ -4,7 +4,7 @@
     emotion bench --backends jax,torch --repeats 7 --out runs/bench   # bench.md, bench.json, bench.png
     emotion bench --quick                                             # tiny sizes, one repeat (the tests)
 
-Per backend (a fresh ``python -m emotion.bench --worker`` process with ``KERAS_BACKEND`` set):
+Per backend (`measure` in a fresh process under that backend, run by `emotion.harness`):
 
 1. compute only: ``train_on_batch`` on one in-memory batch already converted to the backend's tensors;
    the first call (trace/compile + first step) is reported apart as ``compile_s``;
@@ -29,7 +29,6 @@ import dataclasses
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,10 +37,13 @@ from pathlib import Path
 
 import numpy as np
 
+import backends
+
+from . import harness
 from .config import PRECISIONS
 from .errors import EmotionError
 
-BACKENDS = ("jax", "tensorflow", "torch")
+BACKENDS = backends.NAMES
 DEVICES = ("auto", "cpu", "gpu")
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE_SCRIPT = REPO / "scripts" / "seed_reference.py"
@@ -95,13 +97,7 @@ def make_config(**flags) -> BenchConfig:
         for k, v in QUICK.items():
             setattr(cfg, k, v)
     if "backends" in flags:
-        names = flags["backends"]
-        names = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
-        names = [n for n in names if n]
-        bad = [n for n in names if n not in BACKENDS]
-        if bad or not names:
-            raise EmotionError(f"unknown backend(s) {bad or names}: choose from {','.join(BACKENDS)}")
-        cfg.backends = list(dict.fromkeys(names))
+        cfg.backends = harness.check_names(flags["backends"])
     for name in ("image_size", "batch_size", "repeats", "steps", "latency_runs", "timeout"):
         if name in flags:
             setattr(cfg, name, _positive_int(name, flags[name]))
@@ -165,8 +161,6 @@ def _timed_cpu(fn, n: int, cpu: list) -> float:
 def measure(cfg: BenchConfig) -> dict:
     """Every measurement for the backend of this process (Keras imported here)."""
     import keras
-
-    import backends
 
     from .config import DataConfig
     from .data import EmotionDataModule
@@ -263,18 +257,9 @@ def _mb(n):
     return None if n is None else n / 2**20
 
 
-def worker_main(config_json: str, result_path: str) -> int:
-    cfg = BenchConfig(**json.loads(config_json))
-    import backends
-
-    backends.select()
-    try:
-        result = measure(cfg)
-    except EmotionError as e:
-        print(f"emotion: error: {e}", file=sys.stderr)
-        return 2
-    Path(result_path).write_text(json.dumps(result))
-    return 0
+def worker(config: dict) -> dict:
+    """`measure` from a `BenchConfig` as JSON: the step `emotion.harness` runs under each backend."""
+    return measure(BenchConfig(**config))
 
 
 # ============================================================================================ driver (all backends)
@@ -304,9 +289,8 @@ def sgemm_gflops(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def _worker_env(cfg: BenchConfig, backend: str, stock: bool = False) -> dict:
-    env = dict(os.environ, KERAS_BACKEND=backend, PYTHONPATH=os.pathsep.join(
-        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+def _worker_env(cfg: BenchConfig, stock: bool = False) -> dict:
+    env = {}
     if stock:
         env["EMOTION_FAST_KERNELS"] = "0"  # backends/*.py then leave Keras and the framework as shipped
     if cfg.device == "cpu":
@@ -315,24 +299,10 @@ def _worker_env(cfg: BenchConfig, backend: str, stock: bool = False) -> dict:
     return env
 
 
-def _run(cmd, env, timeout, what) -> subprocess.CompletedProcess:
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-    except subprocess.TimeoutExpired:
-        raise EmotionError(f"{what} took longer than {timeout} s (--timeout)") from None
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-        raise EmotionError(f"{what} failed: {lines[-1] if lines else f'exit {proc.returncode}'}")
-    return proc
-
-
 def run_backend(cfg: BenchConfig, backend: str, log=print, stock: bool = False) -> dict:
-    with tempfile.TemporaryDirectory(prefix="emotion-bench-") as tmp:
-        out = Path(tmp) / "result.json"
-        t = time.perf_counter()
-        cmd = [sys.executable, "-m", "emotion.bench", "--worker", json.dumps(cfg.to_dict()), "--result", str(out)]
-        _run(cmd, _worker_env(cfg, backend, stock), cfg.timeout, f"bench under {backend}")
-        result = json.loads(out.read_text())
+    t = time.perf_counter()
+    result = harness.run_step(backend, "emotion.bench:worker", {"config": cfg.to_dict()}, what="bench",
+                              timeout=cfg.timeout, env=_worker_env(cfg, stock))
     result["process_s"] = time.perf_counter() - t
     log(f"  {backend}{' (stock)' if stock else ''}: compute step {result['compute']['step_s']['median']:.3f} s, end to end "
         f"{result['end_to_end']['warm_step_s']['median']:.3f} s, {result['inference']['images_per_s']['median']:.1f} img/s")
@@ -352,7 +322,7 @@ def run_reference(cfg: BenchConfig, log=print) -> dict | None:
         out = Path(tmp) / "reference.json"
         cmd = [sys.executable, str(REFERENCE_SCRIPT), "--data", cfg.data, "--image-size", str(cfg.image_size),
                "--batch-size", str(cfg.batch_size), "--epochs", str(1 + cfg.repeats), "--json", str(out)]
-        _run(cmd, _worker_env(cfg, "tensorflow"), cfg.timeout, "the seed reference")
+        harness.run(cmd, "tensorflow", what="the seed reference", timeout=cfg.timeout, env=_worker_env(cfg))
         result = json.loads(out.read_text())
     log(f"  reference (seed notebook pipeline, tensorflow): {result['warm_step_s']['median']:.3f} s/step")
     return result
@@ -363,17 +333,14 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
     from .data import class_folders
 
     class_folders(cfg.data)  # a missing or one-class data folder fails here, before any process starts
-    import backends
-
-    missing = [b for b in cfg.backends if b not in backends.installed()]
-    if missing:
-        raise EmotionError(f"backend(s) {missing} not installed here: pip install 'emotion[all]'")
-    report = {"settings": cfg.to_dict(), "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    present, missing = harness.plan(cfg.backends, what="bench", log=log)
+    report = {"settings": cfg.to_dict(), "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+              "not_installed": missing}
     report["machine"]["sgemm_gflops"] = round(sgemm_gflops(), 1)
-    log(f"bench: {', '.join(cfg.backends)} on {report['machine']['cpu']} ({report['machine']['cores']} cores); "
+    log(f"bench: {', '.join(present)} on {report['machine']['cpu']} ({report['machine']['cores']} cores); "
         f"{cfg.preset} {cfg.image_size}px batch {cfg.batch_size}, {cfg.precision}, {cfg.repeats} repeat(s)")
-    report["backends"] = {b: run_backend(cfg, b, log) for b in cfg.backends}
-    report["stock"] = {b: run_backend(cfg, b, log, stock=True) for b in cfg.backends} if cfg.stock else {}
+    report["backends"] = {b: run_backend(cfg, b, log) for b in present}
+    report["stock"] = {b: run_backend(cfg, b, log, stock=True) for b in present} if cfg.stock else {}
     report["reference"] = run_reference(cfg, log) if cfg.reference else None
     report["machine"]["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
     report["summary"] = summarize(report)
@@ -447,10 +414,47 @@ def _ratio(x) -> str:
 
 def markdown(report: dict) -> str:
     cfg, m, summary = report["settings"], report["machine"], report["summary"]
-    rows, ref = report["backends"], report.get("reference")
+    rows, ref, stock = report["backends"], report.get("reference"), report.get("stock") or {}
     floor = summary["floor"]
     versions = ", ".join(f"{b} {r['framework_version']}" for b, r in rows.items())
     keras_version = next(iter(rows.values()))["keras_version"]
+    fastest = min(r["end_to_end"]["warm_step_s"]["median"] for r in rows.values())
+    fastest_compute = min(r["compute"]["step_s"]["median"] for r in rows.values())
+    ref_step = ref["warm_step_s"]["median"] if ref else None
+    missing = harness.missing_note(report.get("not_installed") or [])
+
+    speed = []
+    for b, r in rows.items():
+        s = summary["rows"][b]
+        speed.append([b, _spread(r["compute"]["step_s"]), _ratio(s["compute_x_fastest"]),
+                      _spread(r["end_to_end"]["warm_step_s"]), _ratio(s["end_to_end_x_fastest"]),
+                      f"{s['end_to_end_over_compute']:.2f}", _ratio(s["speedup_vs_reference"]),
+                      f"{r['end_to_end']['cold_epoch_s']:.2f}", f"{r['compute']['compile_s']:.2f}"])
+    for b, r in stock.items():
+        c, e = r["compute"]["step_s"], r["end_to_end"]["warm_step_s"]
+        speed.append([f"{b}, stock Keras (`EMOTION_FAST_KERNELS=0`)", _spread(c), _ratio(c["median"] / fastest_compute),
+                      _spread(e), _ratio(e["median"] / fastest), f"{e['median'] / c['median']:.2f}",
+                      _ratio(ref_step / e["median"] if ref_step else None), f"{r['end_to_end']['cold_epoch_s']:.2f}",
+                      f"{r['compute']['compile_s']:.2f}"])
+    if ref:
+        speed.append(["reference (seed notebook pipeline, tensorflow)", "–", "–", _spread(ref["warm_step_s"]),
+                      _ratio(ref["warm_step_s"]["median"] / fastest), "–", "1.00×", f"{ref['first_epoch_s']:.2f}", "–"])
+
+    named = [*rows.items(), *((f"{b}, stock Keras", r) for b, r in stock.items())]
+    best_c = min(r["compute"]["step_cpu_s"]["median"] for r in rows.values())
+    best_e = min(r["end_to_end"]["warm_step_cpu_s"]["median"] for r in rows.values())
+    cpu = [[b, _spread(c), _ratio(c["median"] / best_c), _spread(e), _ratio(e["median"] / best_e)]
+           for b, c, e in ((b, r["compute"]["step_cpu_s"], r["end_to_end"]["warm_step_cpu_s"]) for b, r in named)]
+
+    inference = []
+    for b, r in named:
+        inf, mem = r["inference"], r["memory"]
+        inference.append([b, f"{inf['latency_s']['p50'] * 1e3:.1f}", f"{inf['latency_s']['p95'] * 1e3:.1f}",
+                          _spread(inf["images_per_s"], fmt="{:.1f}"),
+                          f"{inf['images_per_s']['median'] / floor['images_per_s']:.0%}", f"{inf['compile_s']:.2f}",
+                          f"{mem['peak_host_mb']:.0f}",
+                          "–" if mem["peak_device_mb"] is None else f"{mem['peak_device_mb']:.0f}"])
+
     lines = [
         "# emotion bench", "",
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}; load average "
@@ -463,66 +467,23 @@ def markdown(report: dict) -> str:
         f"- arithmetic floor: {floor['train_gflop_per_step']:.1f} GFLOP per training step at numpy's "
         f"{m['sgemm_gflops']:.0f} GFLOP/s sgemm = {floor['step_s']:.3f} s/step; inference "
         f"{floor['forward_gflop_per_image']:.3f} GFLOP/image = {floor['images_per_s']:.0f} images/s",
+        *([f"- {missing}"] if missing else []),
         "", "Seconds per training step of "
         f"{cfg['batch_size']} images: median (min–max over repeats). Compute only: `train_on_batch` on tensors "
         "already in memory. End to end: `fit` on the image files through `emotion.data`, warm epochs; the "
         "cold epoch decodes every file (decode + first epoch). Ratios are to the fastest backend of this run.",
         "",
-        "| backend | compute step s | × fastest | end-to-end step s | × fastest | e2e / compute | "
-        "× faster than reference | cold epoch s | compile + first step s |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for b, r in rows.items():
-        s = summary["rows"][b]
-        lines.append(
-            f"| {b} | {_spread(r['compute']['step_s'])} | {_ratio(s['compute_x_fastest'])} | "
-            f"{_spread(r['end_to_end']['warm_step_s'])} | {_ratio(s['end_to_end_x_fastest'])} | "
-            f"{s['end_to_end_over_compute']:.2f} | {_ratio(s['speedup_vs_reference'])} | "
-            f"{r['end_to_end']['cold_epoch_s']:.2f} | {r['compute']['compile_s']:.2f} |")
-    fastest = min(r["end_to_end"]["warm_step_s"]["median"] for r in rows.values())
-    fastest_compute = min(r["compute"]["step_s"]["median"] for r in rows.values())
-    ref_step = ref["warm_step_s"]["median"] if ref else None
-    for b, r in (report.get("stock") or {}).items():
-        c, e = r["compute"]["step_s"], r["end_to_end"]["warm_step_s"]
-        lines.append(
-            f"| {b}, stock Keras (`EMOTION_FAST_KERNELS=0`) | {_spread(c)} | {_ratio(c['median'] / fastest_compute)} | "
-            f"{_spread(e)} | {_ratio(e['median'] / fastest)} | {e['median'] / c['median']:.2f} | "
-            f"{_ratio(ref_step / e['median'] if ref_step else None)} | {r['end_to_end']['cold_epoch_s']:.2f} | "
-            f"{r['compute']['compile_s']:.2f} |")
-    if ref:
-        lines.append(
-            f"| reference (seed notebook pipeline, tensorflow) | – | – | {_spread(ref['warm_step_s'])} | "
-            f"{_ratio(ref['warm_step_s']['median'] / fastest)} | – | 1.00× | {ref['first_epoch_s']:.2f} | – |")
-    lines += [
+        harness.table(["backend", "compute step s", "× fastest", "end-to-end step s", "× fastest", "e2e / compute",
+                       "× faster than reference", "cold epoch s", "compile + first step s"], speed),
         "", "CPU seconds per step (process time of all the backend's threads): less disturbed than wall time "
         "by other programs on a shared machine, and on an idle one about wall time × busy cores.", "",
-        "| backend | compute CPU-s | × fastest | end-to-end CPU-s | × fastest |", "|---|---|---|---|---|",
-    ]
-    cpu_rows = [*rows.items(), *((f"{b}, stock Keras", r) for b, r in (report.get("stock") or {}).items())]
-    best_c = min(r["compute"]["step_cpu_s"]["median"] for r in rows.values())
-    best_e = min(r["end_to_end"]["warm_step_cpu_s"]["median"] for r in rows.values())
-    for b, r in cpu_rows:
-        c, e = r["compute"]["step_cpu_s"], r["end_to_end"]["warm_step_cpu_s"]
-        lines.append(f"| {b} | {_spread(c)} | {_ratio(c['median'] / best_c)} | {_spread(e)} | "
-                     f"{_ratio(e['median'] / best_e)} |")
-    lines += [
+        harness.table(["backend", "compute CPU-s", "× fastest", "end-to-end CPU-s", "× fastest"], cpu),
         "", f"Inference (`predict_on_batch`); the floor is the per-image arithmetic at numpy's sgemm rate "
         f"({floor['images_per_s']:.0f} images/s).", "",
-        f"| backend | batch-1 p50 ms | batch-1 p95 ms | batch-{cfg['batch_size']} images/s | share of floor | "
-        "compile s | peak host MB | peak GPU MB |",
-        "|---|---|---|---|---|---|---|---|",
+        harness.table(["backend", "batch-1 p50 ms", "batch-1 p95 ms", f"batch-{cfg['batch_size']} images/s",
+                       "share of floor", "compile s", "peak host MB", "peak GPU MB"], inference),
+        "", "Speed targets (medians of this run):", "",
     ]
-    floor_img_s = floor["images_per_s"]
-    inference_rows = [(b, r) for b, r in rows.items()]
-    inference_rows += [(f"{b}, stock Keras", r) for b, r in (report.get("stock") or {}).items()]
-    for b, r in inference_rows:
-        inf, mem = r["inference"], r["memory"]
-        gpu = "–" if mem["peak_device_mb"] is None else f"{mem['peak_device_mb']:.0f}"
-        lines.append(
-            f"| {b} | {inf['latency_s']['p50'] * 1e3:.1f} | {inf['latency_s']['p95'] * 1e3:.1f} | "
-            f"{_spread(inf['images_per_s'], fmt='{:.1f}')} | {inf['images_per_s']['median'] / floor_img_s:.0%} | "
-            f"{inf['compile_s']:.2f} | {mem['peak_host_mb']:.0f} | {gpu} |")
-    lines += ["", "Speed targets (medians of this run):", ""]
     for name, ok in summary["targets"].items():
         lines.append(f"- {'n/a' if ok is None else 'met' if ok else 'NOT met'}: {name}")
     return "\n".join(lines) + "\n"
@@ -598,15 +559,3 @@ def config_from_args(args) -> BenchConfig:
              "steps", "latency_runs", "timeout", "reference", "stock", "quick")
     return make_config(**{n: getattr(args, n, None) for n in names})
 
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m emotion.bench --worker CONFIG_JSON --result FILE``: one backend's measurements."""
-    p = argparse.ArgumentParser(prog="python -m emotion.bench")
-    p.add_argument("--worker", required=True, help="BenchConfig as JSON")
-    p.add_argument("--result", required=True)
-    args = p.parse_args(argv)
-    return worker_main(args.worker, args.result)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

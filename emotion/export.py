@@ -22,8 +22,9 @@ The test images are the model's own test split: the data folder (``--data``, els
 ``metrics.json``) split with the run's seed and fractions. With neither, 32 seeded random images stand in
 (float formats only), and the report says so.
 
-``python -m emotion.export matrix --model M.keras --out DIR`` exports to every format from every installed
-backend, each in its own process, and writes ``DIR/export.md`` (the matrix) and ``DIR/export.json``.
+``emotion export --matrix --model M.keras --out DIR [--data D] [--backends jax,torch]`` exports to every format
+from every installed backend, each in its own process (`emotion.harness`), and writes ``DIR/export.md`` (the
+matrix), ``DIR/export.json`` and a log per cell (``DIR/BACKEND/FORMAT.log``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ import importlib
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import harness
 from .errors import EmotionError
 
 
@@ -64,8 +65,7 @@ CALIBRATION_IMAGES = 100
 RANDOM_IMAGES = 32
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = harness.log  # progress lines go to stderr
 
 
 # ============================================================================================ checks
@@ -394,17 +394,27 @@ def summary(r: dict) -> str:
 # ============================================================================================ command
 def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="a .keras file")
-    p.add_argument("--format", required=True, choices=list(FORMATS), help="export format (Keras's names)")
-    p.add_argument("--out", required=True, help="file to write (.onnx, .tflite, .xml, .pt2) or SavedModel folder")
+    p.add_argument("--format", choices=list(FORMATS), help="export format (Keras's names); required without --matrix")
+    p.add_argument("--out", required=True, help="file to write (.onnx, .tflite, .xml, .pt2) or SavedModel folder; "
+                   "with --matrix, the folder for export.md, export.json and the exports")
     p.add_argument("--quantize", choices=QUANTIZE, help="LiteRT only: dynamic (int8 weights) or int8 (calibrated)")
     p.add_argument("--data", help="data folder for the check (default: the run's, from metrics.json)")
     p.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"max |dP| (default {TOLERANCE:g})")
     p.add_argument("--accuracy-tol", type=float, default=ACCURACY_POINTS,
                    help=f"quantized: max test-accuracy change in points (default {ACCURACY_POINTS:g})")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--matrix", action="store_true",
+                   help="export to every format from every backend, each in its own process: OUT/export.md")
+    p.add_argument("--backends", help="with --matrix: comma-separated backends (default: all)")
 
 
 def command(args) -> int:
+    if args.matrix:
+        return matrix_command(args)
+    if args.format is None:
+        raise EmotionError("--format is required (or --matrix: every format from every backend)")
+    if args.backends:
+        raise EmotionError("--backends goes with --matrix; a single export runs under --backend")
     report = export_model(args.model, args.format, args.out, args.quantize, args.data, args.tolerance,
                           args.accuracy_tol)
     print(json.dumps(report, indent=2) if args.json else summary(report))
@@ -419,46 +429,42 @@ def command(args) -> int:
 MATRIX_RUNS = [(fmt, None) for fmt in FORMATS] + [("litert", "dynamic"), ("litert", "int8")]
 
 
-def matrix(model: str, out: str | Path, data: str | None = None, backend_names: list[str] | None = None) -> dict:
-    """Every (backend, format) in its own ``emotion export`` process; ``OUT/export.md`` and ``OUT/export.json``.
+def matrix(model: str, out: str | Path, data: str | None = None, backend_names=None, tolerance: float = TOLERANCE,
+           accuracy_points: float = ACCURACY_POINTS) -> dict:
+    """Every (backend, format) as a step of its own process (`export_model` under that backend, through
+    `emotion.harness`); ``OUT/export.md`` and ``OUT/export.json``.
 
     A combination the backend's table promises must export and pass its check; any other must be refused with
-    a one-line error. ``ok`` is False when either does not hold."""
+    a one-line error. ``ok`` is False when either does not hold. A backend that is not installed is named in
+    ``not_installed`` and has no cells."""
     import backends
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EmotionError(f"--out {out} exists and is not a folder")
+    names, missing = harness.plan(backend_names, what="export --matrix", log=log)
     out.mkdir(parents=True, exist_ok=True)
-    installed = backends.installed()
-    names = backend_names or list(backends.NAMES)
     rows = []
     for b in names:
         for fmt, quantize in MATRIX_RUNS:
-            promised = b in installed and fmt in backends.export_formats(b) and (
+            promised = fmt in backends.export_formats(b) and (
                 quantize is None or hasattr(importlib.import_module(f"backends.{b}"), "litert_quantization"))
-            target = out / b / (f"model-{quantize}" if quantize else "model")
-            target = target.with_name(target.name + (FORMATS[fmt].suffix or ""))
-            row = {"backend": b, "format": fmt, "quantize": quantize, "promised": promised}
-            if b not in installed:
-                row.update(status="not installed", ok=True)
-                rows.append(row)
-                continue
-            argv = [sys.executable, "-m", "emotion", "export", "--backend", b, "--model", str(model), "--format", fmt,
-                    "--out", str(target), "--json"] + (["--quantize", quantize] if quantize else []) + \
-                   (["--data", data] if data else [])
+            name = f"model-{quantize}" if quantize else "model"
+            target = out / b / (name + (FORMATS[fmt].suffix or ""))
+            row = {"backend": b, "format": fmt, "quantize": quantize, "promised": promised,
+                   "log": str(out / b / f"{fmt}{'-' + quantize if quantize else ''}.log")}
             log(f"export matrix: {b} -> {fmt}{' ' + quantize if quantize else ''} ...")
-            proc = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, KERAS_BACKEND=b))
-            errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("emotion: ")]
-            if proc.returncode == 0 or (proc.returncode == 1 and proc.stdout.strip().startswith("{")):
-                report = json.loads(proc.stdout)
+            try:
+                report = harness.run_step(b, "emotion.export:export_model", {
+                    "model_path": str(model), "fmt": fmt, "out": str(target), "quantize": quantize, "data": data,
+                    "tolerance": tolerance, "accuracy_points": accuracy_points}, what=f"{fmt} export", log=row["log"])
                 row.update(report=report, status="pass" if report["ok"] else "FAIL: check",
                            ok=bool(report["ok"]) and promised)
-            else:
-                message = errors[-1] if errors else (proc.stderr.strip().splitlines() or ["no output"])[-1]
-                one_line = proc.returncode == 2 and bool(errors)
-                row.update(status="refused" if one_line else "crashed", error=message,
-                           ok=(not promised) and one_line)
+            except harness.StepError as e:
+                row.update(status="refused" if e.refused else "crashed", error=e.line, ok=(not promised) and e.refused)
             rows.append(row)
-    result = {"model": str(model), "rows": rows, "ok": all(r["ok"] for r in rows)}
+    result = {"model": str(model), "rows": rows, "not_installed": missing, "ok": all(r["ok"] for r in rows),
+              "tolerance": {"max_abs_dp": tolerance, "accuracy_points": accuracy_points}}
     (out / "export.json").write_text(json.dumps(result, indent=2))
     (out / "export.md").write_text(render_matrix(result))
     return result
@@ -468,10 +474,9 @@ def render_matrix(result: dict) -> str:
     names = list(dict.fromkeys(r["backend"] for r in result["rows"]))
     kinds = list(dict.fromkeys((r["format"], r["quantize"]) for r in result["rows"]))
     cell = {(r["backend"], r["format"], r["quantize"]): r for r in result["rows"]}
+    tol = result.get("tolerance") or {"max_abs_dp": TOLERANCE, "accuracy_points": ACCURACY_POINTS}
 
     def show(r):
-        if r["status"] == "not installed":
-            return "not installed"
         if "report" in r:
             rep = r["report"]
             mark = "yes" if rep["ok"] else "**FAIL**"
@@ -480,40 +485,30 @@ def render_matrix(result: dict) -> str:
             return f"{mark}: {extra}, {rep['bytes'] / 1e6:.2f} MB"
         return ("no (refused)" if r["status"] == "refused" else "**crashed**") + ("" if r["ok"] else " **UNEXPECTED**")
 
+    grid = [[fmt + (f" --quantize {q}" if q else ""), *(show(cell[(b, fmt, q)]) for b in names)] for fmt, q in kinds]
+    missing = harness.missing_note(result.get("not_installed") or [])
+    dp = f"{tol['max_abs_dp']:.0e}".replace("e-0", "e-")
     lines = ["# Export matrix", "", f"Model: `{result['model']}`. Each cell: one `emotion export` process; "
-             "'yes' = written and verified with its own runtime (float: max |dP| vs Keras <= 1e-4; quantized: "
-             "test accuracy within 1 point), 'no' = refused with a one-line reason.", "",
-             "| format | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for fmt, q in kinds:
-        label = fmt + (f" --quantize {q}" if q else "")
-        lines.append(f"| {label} | " + " | ".join(show(cell[(b, fmt, q)]) for b in names) + " |")
+             f"'yes' = written and verified with its own runtime (float: max |dP| vs Keras <= {dp}; quantized: "
+             f"test accuracy within {tol['accuracy_points']:g} point), 'no' = refused with a one-line reason.", "",
+             *([missing, ""] if missing else []), harness.table(["format", *names], grid)]
     lines += ["", "Refusals:", ""]
     for r in result["rows"]:
         if r.get("status") in ("refused", "crashed"):
-            error = r.get("error", "").removeprefix("emotion: error: ")
-            lines.append(f"- {r['backend']} / {r['format']}{' ' + r['quantize'] if r['quantize'] else ''}: {error}")
+            lines.append(f"- {r['backend']} / {r['format']}{' ' + r['quantize'] if r['quantize'] else ''}: {r['error']}")
     lines += ["", f"**{'PASS' if result['ok'] else 'FAIL'}**", ""]
     return "\n".join(lines)
 
 
-def matrix_main(argv: list[str]) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m emotion.export matrix")
-    p.add_argument("--model", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--data")
-    p.add_argument("--backends", help="comma-separated (default: all)")
-    args = p.parse_args(argv)
+def matrix_command(args) -> int:
+    """``emotion export --matrix``: print the matrix (or its JSON); exit 1 when a cell is not as promised."""
+    for flag, value in (("--format", args.format), ("--quantize", args.quantize),
+                        ("--backend", getattr(args, "backend", None))):
+        if value is not None:
+            raise EmotionError(f"{flag} does not go with --matrix (it runs every format under every backend in "
+                               "--backends)")
     if not Path(args.model).is_file():
-        print(f"emotion: error: model file not found: {args.model}", file=sys.stderr)
-        return 2
-    result = matrix(args.model, args.out, args.data, args.backends.split(",") if args.backends else None)
-    print(render_matrix(result), end="")
+        raise EmotionError(f"model file not found: {args.model}")
+    result = matrix(args.model, args.out, args.data, args.backends, args.tolerance, args.accuracy_tol)
+    print(json.dumps(result, indent=2) if args.json else render_matrix(result), end="\n" if args.json else "")
     return 0 if result["ok"] else 1
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["matrix"]:
-        sys.exit(matrix_main(sys.argv[2:]))
-    sys.exit("usage: python -m emotion.export matrix --model M.keras --out DIR [--data DIR]")

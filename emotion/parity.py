@@ -4,8 +4,8 @@ JAX, TensorFlow and PyTorch, each in its own process, and compare what came out.
     emotion parity                                     # 3 epochs of ../shared/data/web-happy-sad at 128x128
     emotion parity --data DIR --out runs/parity --epochs 2 --image-size 64 --backends jax,torch
 
-Steps (the parent process never imports Keras; each step below is ``python -m emotion.parity STEP SPEC BACKEND``
-in a fresh process with ``KERAS_BACKEND=BACKEND``):
+Steps (the parent process never imports Keras; each step below is `step` run by `emotion.harness` under the
+backend, in a fresh process):
 
 1. ``init``: build the model once (under the first backend) and save ``init.weights.h5``. Keras initializers
    draw different numbers on each backend, so every backend loads these weights instead of seeding its own.
@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import harness
 from .config import parse_fractions, parse_names
 from .errors import EmotionError
 
@@ -83,8 +82,7 @@ class ParitySpec:
         return float(self.perturb.get(backend, self.learning_rate))
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+log = harness.log  # progress lines go to stderr
 
 
 # ============================================================================================ worker side
@@ -229,59 +227,26 @@ def worker_crossload(spec: ParitySpec, backend: str) -> None:
 WORKERS = {"init": worker_init, "train": worker_train, "crossload": worker_crossload}
 
 
-def worker_main(argv: list[str]) -> int:
-    """``python -m emotion.parity STEP SPEC.json BACKEND``"""
-    step, spec_path, backend = argv
+def step(name: str, spec_path: str, backend: str) -> None:
+    """One step (``init``, ``train``, ``crossload``) in this process; `emotion.harness` has selected the backend
+    (deterministic as the spec asks) before this runs."""
+    import keras
+
     import backends
 
     spec = ParitySpec(**json.loads(Path(spec_path).read_text()))
-    backends.select(backend, deterministic=spec.deterministic)
-    import keras
-
     if spec.precision == "float64":
         backends.enable_float64()
     keras.config.set_floatx(spec.precision)
-    try:
-        WORKERS[step](spec, backend)
-    except EmotionError as e:
-        print(f"emotion: error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    WORKERS[name](spec, backend)
 
 
 # ============================================================================================ parent side
-def _spawn(step: str, spec_path: Path, backend: str, log_path: Path) -> float:
-    env = dict(os.environ, KERAS_BACKEND=backend)
-    root = str(Path(__file__).resolve().parents[1])
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+def _spawn(name: str, spec: ParitySpec, spec_path: Path, backend: str, log_path: Path) -> float:
     t0 = time.perf_counter()
-    with open(log_path, "w") as logf:
-        proc = subprocess.run([sys.executable, "-m", "emotion.parity", step, str(spec_path), backend],
-                              stdout=logf, stderr=subprocess.STDOUT, env=env)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
-        last = lines[-1].strip()[:200] if lines else "no output"
-        raise EmotionError(f"parity step {step!r} under {backend} failed (exit {proc.returncode}): {last} "
-                           f"(full log: {log_path})")
-    return seconds
-
-
-def plan_backends(requested: list[str] | None) -> tuple[list[str], list[str]]:
-    """(backends to compare, requested backends that are not installed)."""
-    import backends
-
-    names = list(requested or backends.NAMES)
-    unknown = [b for b in names if b not in backends.NAMES]
-    if unknown:
-        raise EmotionError(f"unknown backend(s) {unknown}: choose from {', '.join(backends.NAMES)}")
-    installed = backends.installed()
-    present = [b for b in dict.fromkeys(names) if b in installed]
-    missing = [b for b in dict.fromkeys(names) if b not in installed]
-    if len(present) < 2:
-        raise EmotionError(f"parity needs at least two installed backends; installed: {', '.join(installed) or 'none'}"
-                           f"{'; not installed: ' + ', '.join(missing) if missing else ''}")
-    return present, missing
+    harness.run_step(backend, "emotion.parity:step", [name, str(spec_path), backend], what=f"parity step {name!r}",
+                     log=log_path, deterministic=spec.deterministic)
+    return time.perf_counter() - t0
 
 
 def run_parity(spec: ParitySpec, tol: Tolerances | None = None) -> dict:
@@ -289,15 +254,13 @@ def run_parity(spec: ParitySpec, tol: Tolerances | None = None) -> dict:
     from .data import EmotionDataModule
 
     tol = tol or Tolerances()
-    present, missing = plan_backends(spec.backends)
+    present, missing = harness.plan(spec.backends, need=2, what="parity", log=log)
     bad = [b for b in spec.perturb if b not in present]
     if bad:
         raise EmotionError(f"--perturb names backend(s) {bad} that are not compared here ({', '.join(present)})")
     if spec.epochs < 1:
         raise EmotionError(f"epochs must be positive, got {spec.epochs}")
     spec.backends = present
-    for b in missing:
-        log(f"parity: backend {b} is not installed: left out, not compared (pip install 'emotion[{b}]')")
 
     # Data errors surface here, before any framework loads; this also fills the decoded-image cache.
     dm = EmotionDataModule(spec.data_config(), seed=spec.seed).setup()
@@ -314,17 +277,17 @@ def run_parity(spec: ParitySpec, tol: Tolerances | None = None) -> dict:
     log(f"parity: {', '.join(present)} on {spec.data} (split {dm.split_sizes()}), {spec.epochs} epoch(s) at "
         f"{spec.image_size}x{spec.image_size}, batch {spec.batch_size}, seed {spec.seed}; output in {out}")
 
-    seconds = {"init": _spawn("init", spec_path, present[0], out / "init.log")}
+    seconds = {"init": _spawn("init", spec, spec_path, present[0], out / "init.log")}
     log(f"parity: initial weights built under {present[0]}: {out / INIT_WEIGHTS}")
     results = {}
     for b in present:
         log(f"parity: training under {b} ...")
-        seconds[f"train-{b}"] = _spawn("train", spec_path, b, out / b / "train.log")
+        seconds[f"train-{b}"] = _spawn("train", spec, spec_path, b, out / b / "train.log")
         results[b] = json.loads((out / b / "result.json").read_text())
     crossload = {}
     for b in present:
         log(f"parity: loading every backend's model.keras under {b} ...")
-        seconds[f"crossload-{b}"] = _spawn("crossload", spec_path, b, out / b / "crossload.log")
+        seconds[f"crossload-{b}"] = _spawn("crossload", spec, spec_path, b, out / b / "crossload.log")
         crossload[b] = json.loads((out / b / "crossload.json").read_text())
 
     report = compare(results, crossload, tol)
@@ -485,10 +448,21 @@ def _f(v: float, digits: int = 4) -> str:
     return "inf" if not np.isfinite(v) else f"{v:.{digits}f}"
 
 
+def _cells(values: dict, names: list[str], spread: float, loss: bool, points_tol: float, loss_tol: float) -> list:
+    """One metric's per-backend values, its spread and whether it is within tolerance (table cells)."""
+    if loss:
+        return [_f(values[b], 6) for b in names] + [f"{spread:.4%}", "yes" if spread <= loss_tol else "NO"]
+    return [f"{100 * values[b]:.2f}%" for b in names] + [f"{spread:.2f} pt", "yes" if spread <= points_tol else "NO"]
+
+
 def render(report: dict) -> str:
     """``parity.md``: the tables a person reads."""
     names = report["backends"]["compared"]
     spec, tol = report["spec"], report["tolerances"]
+    runs = [[b, f"{r.get('framework_version')} (Keras {r.get('keras_version')})", ", ".join(r.get("devices") or []),
+             f"{r.get('learning_rate'):g}", (r.get("seconds") or {}).get("fit", "")]
+            for b, r in ((b, report["runs"][b]) for b in names)]
+    runs += [[b, "**not installed: not compared**", "", "", ""] for b in report["backends"]["not_installed"]]
     lines = [
         "# Backend parity",
         "",
@@ -497,44 +471,22 @@ def render(report: dict) -> str:
         f"{spec['learning_rate']:g}; split {report['split']}. Every backend starts from the same initial weights "
         "(`init.weights.h5`) and trains in its own process.",
         "",
-        "| backend | framework | devices | learning rate | fit seconds |",
-        "|---|---|---|---|---|",
+        harness.table(["backend", "framework", "devices", "learning rate", "fit seconds"], runs),
     ]
-    for b in names:
-        r = report["runs"][b]
-        lines.append(f"| {b} | {r.get('framework_version')} (Keras {r.get('keras_version')}) | "
-                     f"{', '.join(r.get('devices') or [])} | {r.get('learning_rate'):g} | "
-                     f"{(r.get('seconds') or {}).get('fit', '')} |")
-    for b in report["backends"]["not_installed"]:
-        lines.append(f"| {b} | **not installed: not compared** | | | |")
     lines += ["", f"**Result: {'PASS' if report['ok'] else 'FAIL'}**" + (
         "" if report["ok"] else " - " + "; ".join(report["failures"])), ""]
 
+    per_epoch = [[row["epoch"], m, *_cells(row[m], names, row[f"{m}_spread"], m.endswith("loss"),
+                                            tol["accuracy_points"], tol["loss_rel"])]
+                 for row in report["per_epoch"] for m in EPOCH_METRICS]
     lines += ["## Per epoch", "",
               f"Loss spread = (max - min) / min across backends (tolerance {tol['loss_rel']:.0%}); accuracy spread "
               f"= max - min in percentage points (tolerance {tol['accuracy_points']:g}).", "",
-              "| epoch | metric | " + " | ".join(names) + " | spread | ok |",
-              "|---|---|" + "---|" * len(names) + "---|---|"]
-    for row in report["per_epoch"]:
-        for m in EPOCH_METRICS:
-            spread = row[f"{m}_spread"]
-            if m.endswith("loss"):
-                cells = [_f(row[m][b], 6) for b in names]
-                shown, ok = f"{spread:.4%}", spread <= tol["loss_rel"]
-            else:
-                cells = [f"{100 * row[m][b]:.2f}%" for b in names]
-                shown, ok = f"{spread:.2f} pt", spread <= tol["accuracy_points"]
-            lines.append(f"| {row['epoch']} | {m} | " + " | ".join(cells) + f" | {shown} | {'yes' if ok else 'NO'} |")
+              harness.table(["epoch", "metric", *names, "spread", "ok"], per_epoch)]
 
-    lines += ["", "## Test split", "",
-              "| metric | " + " | ".join(names) + " | spread | ok |", "|---|" + "---|" * len(names) + "---|---|"]
-    for m, row in report["test"].items():
-        if m == "loss":
-            cells, shown, ok = [_f(row[b], 6) for b in names], f"{row['spread']:.4%}", row["spread"] <= tol["loss_rel"]
-        else:
-            cells = [f"{100 * row[b]:.2f}%" for b in names]
-            shown, ok = f"{row['spread']:.2f} pt", row["spread"] <= tol["test_points"]
-        lines.append(f"| {m} | " + " | ".join(cells) + f" | {shown} | {'yes' if ok else 'NO'} |")
+    test = [[m, *_cells(row, names, row["spread"], m == "loss", tol["test_points"], tol["loss_rel"])]
+            for m, row in report["test"].items()]
+    lines += ["", "## Test split", "", harness.table(["metric", *names, "spread", "ok"], test)]
 
     batches = report["batches"]
     lines += ["", "## Batches", "",
@@ -542,15 +494,9 @@ def render(report: dict) -> str:
                if batches["identical"] else "**The backends did NOT consume identical batches**: ")
               + f"{sum(batches['per_epoch'])} batches over {len(batches['per_epoch'])} epoch(s).", ""]
 
+    crossload = [[saver, *(f"{row[b]:.2e}" for b in names)] for saver, row in report["crossload"].items()]
     lines += ["## Cross-load", "",
               f"max |dP| on the test split when the `.keras` saved by one backend (row) is loaded under another "
               f"(column), against the saving backend's own predictions (tolerance {tol['crossload']:g}).", "",
-              "| saved by \\ loaded by | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    for saver, row in report["crossload"].items():
-        lines.append(f"| {saver} | " + " | ".join(f"{row[b]:.2e}" for b in names) + " |")
-    lines.append("")
+              harness.table(["saved by \\ loaded by", *names], crossload), ""]
     return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    sys.exit(worker_main(sys.argv[1:]))

@@ -69,17 +69,23 @@ def test_measure_quick_in_mixed_bfloat16(synth_dir):
     assert r["compute"]["step_s"]["median"] > 0 and r["inference"]["images_per_s"]["median"] > 0
 
 
+def stats(v):
+    return {"median": v, "min": v * 0.9, "max": v * 1.2, "values": [v * 0.9, v, v * 1.2]}
+
+
+def made_up_row():
+    """One backend's measurements, shaped like `measure`'s (no timings taken)."""
+    return {"keras_version": "3", "framework_version": "1", "devices": ["cpu:0"], "forward_gflop_per_image": 0.24,
+            "train_gflop_per_image": 0.67, "compute": {"compile_s": 2.0, "step_s": stats(0.3), "step_cpu_s": stats(0.5)},
+            "end_to_end": {"cold_epoch_s": 5.0, "first_epoch_s": 3.0, "warm_step_s": stats(0.32),
+                           "warm_step_cpu_s": stats(0.55)},
+            "inference": {"compile_s": 0.2, "latency_s": {"p50": 0.004, "p95": 0.006}, "images_per_s": stats(300.0)},
+            "memory": {"peak_host_mb": 1500.0, "peak_device_mb": None}}
+
+
 def test_report_files_from_a_made_up_run(tmp_path):
     """markdown() and chart() on a report shaped like run_bench's (no processes, no timings taken)."""
-    def stats(v):
-        return {"median": v, "min": v * 0.9, "max": v * 1.2, "values": [v * 0.9, v, v * 1.2]}
-
-    row = {"keras_version": "3", "framework_version": "1", "devices": ["cpu:0"], "forward_gflop_per_image": 0.24,
-           "train_gflop_per_image": 0.67, "compute": {"compile_s": 2.0, "step_s": stats(0.3), "step_cpu_s": stats(0.5)},
-           "end_to_end": {"cold_epoch_s": 5.0, "first_epoch_s": 3.0, "warm_step_s": stats(0.32),
-                          "warm_step_cpu_s": stats(0.55)},
-           "inference": {"compile_s": 0.2, "latency_s": {"p50": 0.004, "p95": 0.006}, "images_per_s": stats(300.0)},
-           "memory": {"peak_host_mb": 1500.0, "peak_device_mb": None}}
+    row = made_up_row()
     report = {"settings": bench.BenchConfig().to_dict(), "machine": {**bench.machine(), "sgemm_gflops": 150.0},
               "backends": {"jax": row, "torch": {**row, "compute": {"compile_s": 1, "step_s": stats(0.6),
                                                                     "step_cpu_s": stats(0.9)}}},
@@ -90,6 +96,30 @@ def test_report_files_from_a_made_up_run(tmp_path):
     assert "| jax |" in text and "| reference" in text and "NOT met" in text
     bench.chart(report, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| jax | 0.300 (0.270–0.360) | 1.00× | 0.320 (0.288–0.384) | 1.00× | 1.07 | 2.19× | 5.00 | 2.00 |" in text
+    assert "not installed" not in text.lower()
+
+
+def test_a_backend_that_is_not_installed_is_named_and_left_out(synth_dir, tmp_path, monkeypatch):
+    """run_bench follows `harness.plan`: the missing backend gets no process, no row, and is named in the report;
+    with none installed it is a one-line error. (The per-backend processes are faked here.)"""
+    monkeypatch.setattr(backends, "installed", lambda: ["jax", "torch"])
+    ran = []
+    monkeypatch.setattr(bench, "run_backend", lambda cfg, b, log, stock=False: ran.append(b) or made_up_row())
+    cfg = bench.make_config(quick=True, data=str(synth_dir), out=str(tmp_path), backends="torch,tensorflow",
+                            reference=False)
+    said = []
+    report = bench.run_bench(cfg, log=said.append)
+    assert ran == ["torch"] and list(report["backends"]) == ["torch"] and report["not_installed"] == ["tensorflow"]
+    assert set(report["summary"]["rows"]) == {"torch"}
+    assert any("backend tensorflow is not installed: left out" in m for m in said)
+    assert json.loads((tmp_path / "bench.json").read_text())["not_installed"] == ["tensorflow"]
+    text = (tmp_path / "bench.md").read_text()
+    assert "left out and not compared: tensorflow" in text and "| tensorflow |" not in text
+    with pytest.raises(bench.EmotionError, match="bench needs at least one installed backend; installed: jax, torch"):
+        bench.run_bench(bench.make_config(quick=True, data=str(synth_dir), out=str(tmp_path / "none"),
+                                          backends="tensorflow"), log=said.append)
+    assert not (tmp_path / "none").exists()
 
 
 # ------------------------------------------------------------------------------ speed patches = Keras's ops
@@ -314,6 +344,21 @@ def test_keras_files_stay_portable_with_speed_patches_on(tmp_path):
         assert proc.returncode == 0, proc.stderr[-2000:]
         for saver, delta in json.loads(proc.stdout.strip().splitlines()[-1]).items():
             assert delta <= 1e-5, f"saved by {saver}, loaded by {b}: max |dP| = {delta}"
+
+
+def test_a_failing_backend_process_is_one_line_naming_it(synth_dir, tmp_path, capsys):
+    """An error inside the backend's process (here: --device gpu where there is none) comes back through the
+    harness as the command's one-line error, naming the backend; nothing is written."""
+    import keras  # noqa: F401  (conftest selected this process's backend)
+
+    if any(d.split(":")[0] in ("gpu", "cuda") for d in backends.describe()["devices"]):
+        pytest.skip("this machine has a GPU")
+    rc = main(["bench", "--quick", "--data", str(synth_dir), "--out", str(tmp_path / "b"), "--backends", BACKEND,
+               "--device", "gpu", "--no-reference"])
+    err = capsys.readouterr().err.strip().splitlines()  # bench's progress lines, then the error
+    assert rc == 2 and err[-1].startswith("emotion: error:") and not any("Traceback" in ln for ln in err), err
+    assert f"bench under {BACKEND} failed (exit 2): --device gpu: {BACKEND} sees no GPU" in err[-1]
+    assert not (tmp_path / "b").exists()
 
 
 @pytest.mark.cross_backend

@@ -84,7 +84,8 @@ def test_unsupported_combination_is_refused_in_one_line(fmt, model_file, tmp_pat
 
 
 def test_bad_requests_are_refused_before_anything_is_written(model_file, tmp_path, capsys):
-    fmt = next(f for f in sorted(FORMATS) if f != "litert")
+    # a format whose modules are here first: without them the missing model would be refused for the modules
+    fmt = next(f for f in sorted(FORMATS, key=lambda f: bool(missing_modules(f))) if f != "litert")
     base = ["export", "--model", str(model_file)]
     assert "must end in .onnx" in one_line_error(capsys, base + ["--format", "onnx", "--out", str(tmp_path / "m.onx")])
     assert "litert format only" in one_line_error(
@@ -124,3 +125,78 @@ def test_failed_check_exits_nonzero_and_keeps_the_file(model_file, tmp_path, mon
     assert rc == 1, captured
     assert "FAIL" in captured.out and "kept for inspection" in captured.err
     assert out.exists()
+
+
+# ------------------------------------------------------------------------------------------ emotion export --matrix
+def test_matrix_bad_requests_are_one_line(model_file, tmp_path, capsys):
+    out = tmp_path / "matrix"
+    base = ["export", "--model", str(model_file), "--out", str(out)]
+    assert "--format is required (or --matrix" in one_line_error(capsys, base)
+    assert "--format does not go with --matrix" in one_line_error(capsys, base + ["--matrix", "--format", "onnx"])
+    assert "--quantize does not go with --matrix" in one_line_error(capsys, base + ["--matrix", "--quantize", "int8"])
+    assert "unknown backend" in one_line_error(capsys, base + ["--matrix", "--backends", f"{BACKEND},numpy"])
+    assert "model file not found" in one_line_error(
+        capsys, ["export", "--matrix", "--model", str(tmp_path / "none.keras"), "--out", str(out)])
+    assert "--backends goes with --matrix" in one_line_error(
+        capsys, ["export", "--model", str(model_file), "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+                 "--backends", BACKEND])
+    assert not out.exists() and not (tmp_path / "m.onnx").exists()
+
+
+def test_matrix_cells_and_the_missing_backend_rule(tmp_path, monkeypatch):
+    """Each cell's verdict from its step's outcome (steps faked: no processes); a backend that is not installed
+    has no cells, is named, and does not count towards ``ok``."""
+    from emotion import harness
+
+    monkeypatch.setattr(backends, "installed", lambda: ["jax", "tensorflow"])
+    monkeypatch.setattr(export, "MATRIX_RUNS", [("onnx", None), ("torch", None), ("tf_saved_model", None)])
+    outcome = {("jax", "onnx"): {"ok": True, "max_abs_dp": 1e-7, "bytes": 10, "quantize": None},
+               ("tensorflow", "onnx"): {"ok": False, "max_abs_dp": 0.1, "bytes": 10, "quantize": None},
+               ("tensorflow", "tf_saved_model"): harness.StepError("x", "tensorflow", "Segfault", 1),
+               ("jax", "tf_saved_model"): {"ok": True, "max_abs_dp": 0.0, "bytes": 10, "quantize": None}}
+    calls = []
+
+    def fake_step(backend, target, args, **kw):
+        calls.append((backend, args["fmt"], kw["log"]))
+        got = outcome.get((backend, args["fmt"]),
+                          harness.StepError("x", backend, f"cannot export {args['fmt']}", 2, refused=True))
+        if isinstance(got, Exception):
+            raise got
+        return got
+
+    monkeypatch.setattr(harness, "run_step", fake_step)
+    result = export.matrix("m.keras", tmp_path, backend_names=["jax", "torch", "tensorflow"])
+    assert result["not_installed"] == ["torch"] and {c[0] for c in calls} == {"jax", "tensorflow"}
+    cells = {(r["backend"], r["format"]): (r["status"], r["ok"]) for r in result["rows"]}
+    assert cells == {("jax", "onnx"): ("pass", True), ("jax", "torch"): ("refused", True),
+                     ("jax", "tf_saved_model"): ("pass", True),
+                     ("tensorflow", "onnx"): ("FAIL: check", False), ("tensorflow", "torch"): ("refused", True),
+                     ("tensorflow", "tf_saved_model"): ("crashed", False)}
+    assert not result["ok"] and calls[0][2] == str(tmp_path / "jax" / "onnx.log")
+    md = (tmp_path / "export.md").read_text()
+    assert "| format | jax | tensorflow |" in md and "left out and not compared: torch" in md
+    assert "| onnx | yes: dP 1.0e-07, 0.00 MB | **FAIL**: dP 1.0e-01, 0.00 MB |" in md
+    assert "- tensorflow / tf_saved_model: Segfault" in md and "**crashed** **UNEXPECTED**" in md
+    assert json.loads((tmp_path / "export.json").read_text())["not_installed"] == ["torch"]
+    monkeypatch.setattr(backends, "installed", lambda: ["jax"])
+    with pytest.raises(EmotionError, match="export --matrix needs at least one installed backend"):
+        export.matrix("m.keras", tmp_path / "none", backend_names=["torch"])
+
+
+def test_matrix_command_runs_each_cell_in_its_own_process(model_file, tmp_path, monkeypatch, capsys):
+    """`emotion export --matrix` under this backend alone, on one promised and one refused format (the full
+    matrix is `nox -s export`): the promised one is written and checked, the other refused in one line."""
+    promised = next((f for f in sorted(FORMATS) if not missing_modules(f)), None)
+    if promised is None:
+        pytest.skip("no export runtime installed")
+    monkeypatch.setattr(export, "MATRIX_RUNS", [(promised, None), (REFUSED[0], None)])
+    out = tmp_path / "matrix"
+    rc = main(["export", "--matrix", "--model", str(model_file), "--out", str(out), "--backends", BACKEND])
+    captured = capsys.readouterr()
+    assert rc == 0, captured
+    result = json.loads((out / "export.json").read_text())
+    first, second = result["rows"]
+    assert first["status"] == "pass" and first["report"]["backend"] == BACKEND and first["report"]["ok"]
+    assert second["status"] == "refused" and f"cannot export {REFUSED[0]} under the {BACKEND} backend" in second["error"]
+    assert (out / BACKEND / f"{promised}.log").is_file()
+    assert captured.out == (out / "export.md").read_text() and "**PASS**" in captured.out

@@ -68,14 +68,20 @@ def test_crossload_beyond_tolerance_or_missing_fails():
     assert full_report({b: fake_result() for b in names}, agreeing_crossload(names, 3e-5), loose)["ok"]
 
 
-def test_a_backend_that_is_not_installed_is_never_compared(monkeypatch):
+def test_a_backend_that_is_not_installed_is_never_compared(monkeypatch, tmp_path, capsys):
+    """parity follows `harness.plan`: a missing backend is named and left out; fewer than two left is an error
+    before anything runs or is written."""
     monkeypatch.setattr(backends, "installed", lambda: ["jax", "torch"])
-    assert parity.plan_backends(None) == (["jax", "torch"], ["tensorflow"])
-    assert parity.plan_backends(["torch", "tensorflow", "jax"]) == (["torch", "jax"], ["tensorflow"])
-    with pytest.raises(EmotionError, match="at least two installed backends"):
-        parity.plan_backends(["jax", "tensorflow"])
+    out = tmp_path / "out"
+    with pytest.raises(EmotionError, match="parity needs at least two installed backends; installed: jax, torch; "
+                                           "not installed: tensorflow"):
+        parity.run_parity(parity.ParitySpec(out=str(out), backends=["jax", "tensorflow"]))
     with pytest.raises(EmotionError, match="unknown backend"):
-        parity.plan_backends(["jax", "numpy"])
+        parity.run_parity(parity.ParitySpec(out=str(out), backends=["jax", "numpy"]))
+    with pytest.raises(EmotionError, match=r"--perturb names backend\(s\) \['tensorflow'\] that are not compared"):
+        parity.run_parity(parity.ParitySpec(out=str(out), perturb={"tensorflow": 0.1}))
+    assert "parity: backend tensorflow is not installed: left out, not compared" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_epoch_fingerprints_skip_keras_peeks():
