@@ -39,6 +39,9 @@ def _train(session: nox.Session, backend: str) -> None:
         args = ["--data", "data", *args]
     if "--out" not in args:
         args += ["--out", f"models/{backend}"]
+    if "--resume" not in args and "--overwrite" not in args:
+        args.append("--overwrite")  # the main job trains again each time it is run (-- --resume continues one)
+        session.log("a finished run in the --out folder is replaced (emotion fit --overwrite)")
     session.run("emotion", "fit", "--backend", backend, *SEED_SETTINGS, *args)
 
 

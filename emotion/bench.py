@@ -40,7 +40,7 @@ import numpy as np
 import backends
 
 from . import harness
-from .config import PRECISIONS
+from .config import DataConfig, ModelConfig, TrainerConfig
 from .errors import EmotionError
 
 BACKENDS = backends.NAMES
@@ -50,15 +50,21 @@ REFERENCE_SCRIPT = REPO / "scripts" / "seed_reference.py"
 TARGETS = {"pipeline": 1.10, "vs_reference": 2.0, "spread": 1.5}
 
 
+# The settings bench shares with `emotion fit` (declared once, in emotion.config), by their names here.
+SHARED = {"data": "data.data", "out": "trainer.out", "preset": "model.preset", "image_size": "data.image_size",
+          "batch_size": "data.batch_size", "precision": "trainer.precision"}
+DEFAULTS = {"trainer.out": "runs/bench"}
+
+
 @dataclass
 class BenchConfig:
     backends: list[str] = field(default_factory=lambda: list(BACKENDS))
-    data: str = "data"
-    out: str = "runs/bench"
-    preset: str = "seed"
-    image_size: int = 256
-    batch_size: int = 32
-    precision: str = "float32"
+    data: str = DataConfig.data
+    out: str = DEFAULTS["trainer.out"]
+    preset: str = ModelConfig.preset
+    image_size: int = DataConfig.image_size
+    batch_size: int = DataConfig.batch_size
+    precision: str = TrainerConfig.precision
     device: str = "auto"  # auto: the accelerator where the backend finds one; cpu: hide accelerators
     repeats: int = 5  # timed repeats of every measurement (and warm epochs end to end)
     steps: int = 5  # training steps per compute-only repeat
@@ -86,10 +92,13 @@ def _positive_int(name: str, value) -> int:
 
 
 def make_config(**flags) -> BenchConfig:
-    """A checked `BenchConfig` from flag values (strings or numbers; None keeps the default).
+    """A checked `BenchConfig` from flag values (strings or numbers; None keeps the default). The shared
+    settings are checked by `emotion.config.validate`, bench's own here.
 
     ``quick=True`` switches to tiny sizes and one repeat unless a size is given explicitly.
     """
+    from .config import load_config
+
     flags = {k: v for k, v in flags.items() if v is not None}
     cfg = BenchConfig()
     if flags.get("quick"):
@@ -101,16 +110,16 @@ def make_config(**flags) -> BenchConfig:
     for name in ("image_size", "batch_size", "repeats", "steps", "latency_runs", "timeout"):
         if name in flags:
             setattr(cfg, name, _positive_int(name, flags[name]))
-    if cfg.image_size < 16:
-        raise EmotionError(f"--image-size must be at least 16 (three 2x2 poolings), got {cfg.image_size}")
-    for name, allowed in (("precision", PRECISIONS), ("device", DEVICES)):
-        if name in flags:
-            if flags[name] not in allowed:
-                raise EmotionError(f"--{name} must be one of {', '.join(allowed)}, got {flags[name]!r}")
-            setattr(cfg, name, flags[name])
-    for name in ("data", "out", "preset"):
+    for name in ("data", "out", "preset", "precision"):
         if name in flags:
             setattr(cfg, name, str(flags[name]))
+    load_config(None, {key: getattr(cfg, name) for name, key in SHARED.items()})  # the shared settings' checks
+    if cfg.image_size < 16:
+        raise EmotionError(f"--image-size must be at least 16 (three 2x2 poolings), got {cfg.image_size}")
+    if "device" in flags:
+        if flags["device"] not in DEVICES:
+            raise EmotionError(f"--device must be one of {', '.join(DEVICES)}, got {flags['device']!r}")
+        cfg.device = flags["device"]
     for name in ("reference", "stock"):
         if name in flags:
             setattr(cfg, name, bool(flags[name]))
@@ -533,14 +542,12 @@ def chart(report: dict, path: str | Path) -> None:
 
 # ============================================================================================ entry points
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Flags of `emotion bench` (values checked by `make_config`, so bad ones give one-line errors)."""
+    """Flags of `emotion bench`: the shared settings (from emotion.config), then bench's own (values checked by
+    `make_config`, so bad ones give one-line errors)."""
+    from .config import add_arguments as add_settings
+
+    add_settings(p, only=list(SHARED.values()), defaults=DEFAULTS)
     p.add_argument("--backends", help=f"comma-separated (default: {','.join(BACKENDS)})")
-    p.add_argument("--data", help="folder of class subfolders with image files (default: data)")
-    p.add_argument("--out", help="folder for bench.md, bench.json, bench.png (default: runs/bench)")
-    p.add_argument("--preset", help="model preset (default: seed)")
-    p.add_argument("--image-size", help="default 256")
-    p.add_argument("--batch-size", help="default 32")
-    p.add_argument("--precision", help=f"{' | '.join(PRECISIONS)} (default float32)")
     p.add_argument("--device", help="auto (GPU where the backend finds one) | cpu | gpu (default auto)")
     p.add_argument("--repeats", help="timed repeats of each measurement (default 5)")
     p.add_argument("--steps", help="training steps per compute-only repeat (default 5)")
@@ -555,7 +562,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args) -> BenchConfig:
-    names = ("backends", "data", "out", "preset", "image_size", "batch_size", "precision", "device", "repeats",
-             "steps", "latency_runs", "timeout", "reference", "stock", "quick")
-    return make_config(**{n: getattr(args, n, None) for n in names})
+    from .config import overrides_from_args
 
+    shared = overrides_from_args(args)
+    names = ("backends", "device", "repeats", "steps", "latency_runs", "timeout", "reference", "stock", "quick")
+    return make_config(**{n: shared[key] for n, key in SHARED.items()}, **{n: getattr(args, n, None) for n in names})

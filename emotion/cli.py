@@ -1,13 +1,13 @@
-"""The `emotion` command. Keras is imported only after `--backend` has set `KERAS_BACKEND`.
+"""emotion: train, check and use a facial-emotion classifier under JAX, TensorFlow or PyTorch.
 
-    emotion fit --data ../shared/data/web-happy-sad --out runs/jax --backend jax
-    emotion predict photo.jpg photos/ [--json | --csv] [--annotate DIR]   # the shipped face model
-    emotion test --data ../shared/data/web-happy-sad [--model runs/jax/imageclassifier.keras] [--json]
-    emotion video clip.mp4 --out annotated.mp4 --csv frames.csv
-    emotion clean --data DIR [--quarantine DIR]
-    emotion synth DIR
+examples:
+  emotion predict photo.jpg photos/            # label every face with the happy/sad model that ships
+  emotion fit --data ~/faces --out runs/mine --backend jax      # train; --print-config shows every setting
+  emotion test --model runs/mine/imageclassifier.keras --data ~/more-faces
 
-Errors a user can fix print one line and exit 2; set EMOTION_DEBUG=1 for tracebacks.
+Each command has --help. Keras is imported only after --backend (or $KERAS_BACKEND) picks the backend.
+Exit codes: 0 ok; 1 a check failed (parity, export verification, an unreadable input) or an internal error;
+2 bad usage or input, told in one line. EMOTION_DEBUG=1 shows tracebacks.
 """
 
 from __future__ import annotations
@@ -24,6 +24,26 @@ from .faces import DETECTORS, FACE_MODES
 
 
 # --------------------------------------------------------------------------------------------- parser
+class Parser(argparse.ArgumentParser):
+    """argparse, with whole flag names only (``--epoch`` is not ``--epochs``) and usage errors in one line, with
+    a "did you mean" for a misspelled flag; exit 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message):
+        if message.startswith("unrecognized arguments:"):
+            import difflib
+
+            flags = [s for a in self._actions for s in a.option_strings]
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=")[0], flags, n=1) if word.startswith("-") else []
+                if close:
+                    message += f" (did you mean {close[0]}?)"
+                    break
+        self.exit(2, f"emotion: error: {message} (see {self.prog} --help)\n")
+
+
 def _backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["jax", "tensorflow", "torch"],
                    help="Keras backend (default: $KERAS_BACKEND, else Keras's default)")
@@ -51,31 +71,25 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-
-    parser = argparse.ArgumentParser(prog="emotion", description=__doc__.split("\n")[0], allow_abbrev=False)
-    parser.add_argument("--version", action="version", version=f"emotion {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser = sub.add_parser
-    sub.add_parser = lambda *a, **k: add_parser(*a, allow_abbrev=False, **k)  # --epoch is not --epochs
-
-    p = sub.add_parser("fit", help="train, test and save a run folder")
+def _args_fit(p):
     _backend_args(p)
     _fit_args(p)
 
-    p = sub.add_parser("cv", help="K-fold cross-validation: mean ± std of every test metric")
+
+def _args_cv(p):
     _backend_args(p)
     _fit_args(p)
     p.add_argument("--folds", type=int, default=5)
 
-    p = sub.add_parser("data", help="import a data set as image folders")
+
+def _args_data(p):
     p.add_argument("dataset", choices=["fer2013"], help="fer2013: the official Kaggle CSV (emotion,pixels,Usage)")
     p.add_argument("csv", help="the CSV file")
     p.add_argument("out", help="new folder; gets train/ val/ test/ with one subfolder per class")
     p.add_argument("--classes", type=parse_names, help="keep only these emotions, e.g. happy,sad")
 
-    p = sub.add_parser("test", help="score a saved model on a data folder")
+
+def _args_test(p):
     _backend_args(p)
     _model_arg(p)
     _data_args(p, required=True)
@@ -90,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
-    p = sub.add_parser("predict", help="find the faces in images and folders and label each one")
+
+def _args_predict(p):
     _backend_args(p)
     _model_arg(p)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
@@ -102,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="CSV, a row per face")
     p.add_argument("--annotate", metavar="DIR", help="write a copy of each image with boxes and labels into DIR")
 
-    p = sub.add_parser("video", help="label the faces of a video file or camera, frame by frame")
+
+def _args_video(p):
     _backend_args(p)
     _model_arg(p)
     p.add_argument("source", help="a video file, or a camera index such as 0")
@@ -118,31 +134,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", action="store_true", help="a live window (where a display exists)")
     p.add_argument("--overwrite", action="store_true", help="replace existing --out/--csv files")
 
-    p = sub.add_parser("clean", help="list (and optionally quarantine) files that are not valid images")
+
+def _args_clean(p):
     _data_args(p, required=True)
     p.add_argument("--quarantine", help="move invalid files here, keeping their relative paths")
 
-    p = sub.add_parser("synth", help="draw a deterministic synthetic happy/sad face set")
+
+def _args_synth(p):
     p.add_argument("out", help="folder to create (happy/ and sad/ inside)")
     p.add_argument("--per-class", type=int, default=150)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--size", type=int, default=128)
 
-    p = sub.add_parser("bench", help="time training and inference under each backend (bench.md/.json/.png)")
-    from .bench import add_arguments
 
-    add_arguments(p)
+def _args_export(p):
+    from . import export
 
-    p = sub.add_parser("parity", help="train under every backend from the same weights and compare (parity.md)")
+    _backend_args(p)
+    export.add_arguments(p)
+
+
+def _args_bench(p):
+    from . import bench
+
+    bench.add_arguments(p)
+
+
+def _args_parity(p):
     from . import parity
 
     parity.add_arguments(p)
 
-    p = sub.add_parser("export", help="export a .keras (SavedModel, ONNX, LiteRT, OpenVINO, torch) and verify it")
-    _backend_args(p)
-    from . import export
 
-    export.add_arguments(p)
+def build_parser() -> argparse.ArgumentParser:
+    """The `emotion` parser: one sub-parser per entry of `COMMANDS`."""
+    from . import __version__
+
+    parser = Parser(prog="emotion", description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"emotion {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for name, (text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=text))
     return parser
 
 
@@ -427,19 +460,38 @@ def cmd_export(args) -> int:
     return command(args)
 
 
-COMMANDS = {"bench": cmd_bench, "fit": cmd_fit, "cv": cmd_cv, "data": cmd_data, "test": cmd_test, "predict": cmd_predict,
-            "video": cmd_video, "clean": cmd_clean, "synth": cmd_synth,
-            "parity": cmd_parity, "export": cmd_export}
+# Every command, registered here and only here: name -> (help, its flags, what it runs).
+COMMANDS = {
+    "fit": ("train, test and save a run folder", _args_fit, cmd_fit),
+    "cv": ("K-fold cross-validation: mean ± std of every test metric", _args_cv, cmd_cv),
+    "test": ("score a saved model on a data folder", _args_test, cmd_test),
+    "predict": ("find the faces in images and folders and label each one", _args_predict, cmd_predict),
+    "video": ("label the faces of a video file or camera, frame by frame", _args_video, cmd_video),
+    "export": ("export a .keras (SavedModel, ONNX, LiteRT, OpenVINO, torch) and verify it; --matrix: every "
+               "format from every backend", _args_export, cmd_export),
+    "bench": ("time training and inference under each backend (bench.md/.json/.png)", _args_bench, cmd_bench),
+    "parity": ("train under every backend from the same weights and compare (parity.md)", _args_parity, cmd_parity),
+    "data": ("import a data set as image folders", _args_data, cmd_data),
+    "clean": ("list (and optionally quarantine) files that are not valid images", _args_clean, cmd_clean),
+    "synth": ("draw a deterministic synthetic happy/sad face set", _args_synth, cmd_synth),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # told by the command's own parser, which knows the flags a misspelling was meant to be
+            sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+            sub.choices[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as e:  # usage errors (2), --help and --version (0)
+        return e.code if isinstance(e.code, int) else 2
     try:
         if hasattr(args, "backend"):
             import backends
 
             backends.select(args.backend, deterministic=bool(getattr(args, "deterministic", False)))
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command][2](args)
     except KeyboardInterrupt:
         print("emotion: interrupted", file=sys.stderr)
         return 130

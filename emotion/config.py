@@ -164,12 +164,23 @@ def dest_of(key: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------ command line
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per setting (default None: keep the config's value), plus ``--config``."""
-    parser.add_argument("--config", help="YAML settings file (flags override it; --print-config writes one)")
+def add_arguments(parser: argparse.ArgumentParser, only: list[str] | None = None,
+                  defaults: dict | None = None) -> None:
+    """One flag per setting (default None: keep the config's value), plus ``--config``. A command that uses
+    only some settings (`emotion bench`, `emotion parity`) names them in ``only`` (dotted keys) and may give its
+    own ``defaults`` (shown in the help; `config_from_args` applies them under the flags)."""
+    if only is None:
+        parser.add_argument("--config", help="YAML settings file (flags override it; --print-config writes one)")
+    defaults = defaults or {}
     for key, f in settings():
+        if only is not None and key not in only:
+            continue
         m = f.metadata
-        kwargs = {"dest": dest_of(key), "default": None, "help": m["help"]}
+        default = defaults.get(key, f.default if f.default is not dataclasses.MISSING else f.default_factory())
+        shown = default if m.get("const") is None else None
+        hidden = shown is None or shown is False or shown in ("", [], {})
+        text = m["help"] + ("" if hidden else f" (default: {_show(shown)})")
+        kwargs = {"dest": dest_of(key), "default": None, "help": text}
         if m.get("const") is not None:
             kwargs.update(action="store_const", const=m["const"])
         elif f.type in ("bool", bool):
@@ -178,9 +189,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kwargs["type"] = m.get("parse") or _scalar_type(f)
             if m.get("choices"):
                 kwargs["choices"] = m["choices"]
-            if m.get("metavar"):
-                kwargs["metavar"] = m["metavar"]
+            if not m.get("choices"):
+                kwargs["metavar"] = m.get("metavar") or f.name.upper()
         parser.add_argument(flag_of(key, f), **kwargs)
+
+
+def _show(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _scalar_type(f: dataclasses.Field):
@@ -192,8 +207,14 @@ def overrides_from_args(args: argparse.Namespace) -> dict:
     return {key: getattr(args, dest_of(key), None) for key, _ in settings()}
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    return load_config(getattr(args, "config", None), overrides_from_args(args))
+def config_from_args(args: argparse.Namespace, defaults: dict | None = None) -> Config:
+    """The defaults, a command's own ``defaults``, the ``--config`` file, then the flags; validated."""
+    overrides = {k: v for k, v in overrides_from_args(args).items() if v is not None}
+    path = getattr(args, "config", None)
+    if defaults and path:  # the file beats the command's defaults
+        base = flatten(load_config(path))
+        defaults = {k: v for k, v in defaults.items() if base[k] == flatten(Config())[k]}
+    return load_config(path, {**(defaults or {}), **overrides})
 
 
 # ------------------------------------------------------------------------------------------ YAML

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from . import harness
-from .config import parse_fractions, parse_names
+from .config import parse_names
 from .errors import EmotionError
 
 DEFAULT_DATA = "../shared/data/web-happy-sad"
@@ -51,32 +51,48 @@ class Tolerances:
     crossload: float = 1e-5  # max |dP| when a .keras is loaded under another backend
 
 
+# The settings parity shares with `emotion fit` (declared once, in emotion.config), and its own defaults for them.
+SETTINGS = ["seed", "data.data", "data.classes", "data.image_size", "data.color", "data.batch_size", "data.split",
+            "data.cache", "model.preset", "model.learning_rate", "trainer.epochs", "trainer.out"]
+DEFAULTS = {"data.data": DEFAULT_DATA, "data.image_size": 128, "trainer.epochs": 3, "trainer.out": "runs/parity"}
+
+
+def default_config(**overrides) -> dict:
+    """The config parity trains with by default, as a dict; ``overrides``: ``{"section.key": value}``."""
+    from .config import load_config
+
+    return load_config(None, {**DEFAULTS, **overrides}).to_dict()
+
+
 @dataclass
 class ParitySpec:
-    """Everything a worker process needs; written to ``OUT/spec.json``."""
+    """Everything a worker process needs; written to ``OUT/spec.json``. ``config``: an `emotion.config.Config`
+    as a dict (the data, model and trainer settings `emotion fit` has too); the rest is parity's own."""
 
-    data: str = DEFAULT_DATA
-    out: str = "runs/parity"
-    epochs: int = 3
-    image_size: int = 128
-    batch_size: int = 32
-    seed: int = 0
-    preset: str = "seed"
-    learning_rate: float = 1e-3
-    classes: list[str] | None = None
-    split: list[float] = field(default_factory=lambda: [0.7, 0.2, 0.1])
-    color: str = "rgb"
-    cache: str | None = None
+    config: dict = field(default_factory=default_config)
     backends: list[str] = field(default_factory=list)  # empty: every installed backend
     perturb: dict[str, float] = field(default_factory=dict)  # backend -> learning rate (to see parity fail)
     deterministic: bool = True
     precision: str = "float64"  # float64 | float32: the dtype every layer computes and stores in
 
-    def data_config(self):
-        from .config import DataConfig
+    @property
+    def cfg(self):
+        from .config import from_dict
 
-        return DataConfig(data=self.data, classes=self.classes, image_size=self.image_size, color=self.color,
-                          batch_size=self.batch_size, split=list(self.split), cache=self.cache)
+        return from_dict(self.config)
+
+    def data_config(self):
+        return self.cfg.data
+
+    # the settings the steps read, by name
+    seed = property(lambda self: self.config["seed"])
+    data = property(lambda self: self.config["data"]["data"])
+    image_size = property(lambda self: self.config["data"]["image_size"])
+    batch_size = property(lambda self: self.config["data"]["batch_size"])
+    preset = property(lambda self: self.config["model"]["preset"])
+    learning_rate = property(lambda self: self.config["model"]["learning_rate"])
+    epochs = property(lambda self: self.config["trainer"]["epochs"])
+    out = property(lambda self: self.config["trainer"]["out"])
 
     def learning_rate_for(self, backend: str) -> float:
         return float(self.perturb.get(backend, self.learning_rate))
@@ -258,8 +274,6 @@ def run_parity(spec: ParitySpec, tol: Tolerances | None = None) -> dict:
     bad = [b for b in spec.perturb if b not in present]
     if bad:
         raise EmotionError(f"--perturb names backend(s) {bad} that are not compared here ({', '.join(present)})")
-    if spec.epochs < 1:
-        raise EmotionError(f"epochs must be positive, got {spec.epochs}")
     spec.backends = present
 
     # Data errors surface here, before any framework loads; this also fills the decoded-image cache.
@@ -305,18 +319,10 @@ def run_parity(spec: ParitySpec, tol: Tolerances | None = None) -> dict:
 
 # ============================================================================================ command
 def add_arguments(p) -> None:
-    """Flags of ``emotion parity``."""
-    p.add_argument("--data", default=DEFAULT_DATA, help=f"data folder (default {DEFAULT_DATA})")
-    p.add_argument("--out", default="runs/parity", help="output folder (default runs/parity)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="seed")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--classes", type=parse_names, help="comma-separated subset of class folders")
-    p.add_argument("--split", type=parse_fractions, default=[0.7, 0.2, 0.1], help="train,val,test fractions")
-    p.add_argument("--cache", help="decoded-image cache folder, or 'off'")
+    """Flags of ``emotion parity``: the shared settings (from emotion.config), then parity's own."""
+    from .config import add_arguments as add_settings
+
+    add_settings(p, only=SETTINGS, defaults=DEFAULTS)
     p.add_argument("--backends", type=parse_names, help="comma-separated backends to compare (default: all installed)")
     p.add_argument("--precision", choices=["float64", "float32"], default="float64",
                    help="dtype every layer computes in (default float64: see README, 'Parity')")
@@ -341,11 +347,9 @@ def _perturbations(items: list[str]) -> dict[str, float]:
 
 def command(args) -> int:
     """``emotion parity``: run, print the tables, exit 1 naming each broken tolerance."""
-    if args.image_size < 8 or args.batch_size < 1 or args.epochs < 1:
-        raise EmotionError("--image-size must be at least 8, --batch-size and --epochs positive")
-    spec = ParitySpec(data=args.data, out=args.out, epochs=args.epochs, image_size=args.image_size,
-                      batch_size=args.batch_size, seed=args.seed, preset=args.preset, learning_rate=args.lr,
-                      classes=args.classes, split=args.split, cache=args.cache, backends=args.backends or [],
+    from .config import config_from_args
+
+    spec = ParitySpec(config=config_from_args(args, DEFAULTS).to_dict(), backends=args.backends or [],
                       perturb=_perturbations(args.perturb), precision=args.precision)
     tol = Tolerances(loss_rel=args.loss_rtol, accuracy_points=args.acc_tol, test_points=args.test_tol,
                      crossload=args.crossload_tol)
@@ -458,7 +462,7 @@ def _cells(values: dict, names: list[str], spread: float, loss: bool, points_tol
 def render(report: dict) -> str:
     """``parity.md``: the tables a person reads."""
     names = report["backends"]["compared"]
-    spec, tol = report["spec"], report["tolerances"]
+    spec, tol = ParitySpec(**report["spec"]), report["tolerances"]
     runs = [[b, f"{r.get('framework_version')} (Keras {r.get('keras_version')})", ", ".join(r.get("devices") or []),
              f"{r.get('learning_rate'):g}", (r.get("seconds") or {}).get("fit", "")]
             for b, r in ((b, report["runs"][b]) for b in names)]
@@ -466,9 +470,9 @@ def render(report: dict) -> str:
     lines = [
         "# Backend parity",
         "",
-        f"{spec['epochs']} epoch(s) of `{spec['data']}` at {spec['image_size']}x{spec['image_size']}, batch "
-        f"{spec['batch_size']}, seed {spec['seed']}, preset `{spec['preset']}`, learning rate "
-        f"{spec['learning_rate']:g}; split {report['split']}. Every backend starts from the same initial weights "
+        f"{spec.epochs} epoch(s) of `{spec.data}` at {spec.image_size}x{spec.image_size}, batch "
+        f"{spec.batch_size}, seed {spec.seed}, preset `{spec.preset}`, learning rate "
+        f"{spec.learning_rate:g}; split {report['split']}. Every backend starts from the same initial weights "
         "(`init.weights.h5`) and trains in its own process.",
         "",
         harness.table(["backend", "framework", "devices", "learning rate", "fit seconds"], runs),

@@ -27,9 +27,9 @@ def one_line_error(capsys, argv):
     (["--backends", "mxnet"], "unknown backend"),
     (["--backends", ","], "unknown backend"),
     (["--repeats", "0"], "at least 1"),
-    (["--batch-size", "many"], "whole number"),
+    (["--batch-size", "many"], "invalid int value"),
     (["--image-size", "8"], "at least 16"),
-    (["--precision", "fp8"], "precision must be one of"),
+    (["--precision", "fp8"], "invalid choice: 'fp8'"),
     (["--device", "tpu"], "device must be one of"),
 ])
 def test_bad_flags_give_one_line(capsys, tmp_path, argv, words):

@@ -25,7 +25,7 @@ def fake_result(loss=(0.7, 0.6), acc=(0.5, 0.6), test_acc=0.8, batches=(("a", "b
 
 def full_report(results, crossload, tol=None):
     report = parity.compare(results, crossload, tol or parity.Tolerances())
-    report.update(spec=vars(parity.ParitySpec()) | {"learning_rate": 1e-3}, tolerances=vars(tol or parity.Tolerances()),
+    report.update(spec=vars(parity.ParitySpec()), tolerances=vars(tol or parity.Tolerances()),
                   backends={"compared": list(results), "not_installed": ["torch"]}, split={"train": 2})
     return report
 
@@ -73,13 +73,14 @@ def test_a_backend_that_is_not_installed_is_never_compared(monkeypatch, tmp_path
     before anything runs or is written."""
     monkeypatch.setattr(backends, "installed", lambda: ["jax", "torch"])
     out = tmp_path / "out"
+    cfg = parity.default_config(**{"trainer.out": str(out)})
     with pytest.raises(EmotionError, match="parity needs at least two installed backends; installed: jax, torch; "
                                            "not installed: tensorflow"):
-        parity.run_parity(parity.ParitySpec(out=str(out), backends=["jax", "tensorflow"]))
+        parity.run_parity(parity.ParitySpec(config=cfg, backends=["jax", "tensorflow"]))
     with pytest.raises(EmotionError, match="unknown backend"):
-        parity.run_parity(parity.ParitySpec(out=str(out), backends=["jax", "numpy"]))
+        parity.run_parity(parity.ParitySpec(config=cfg, backends=["jax", "numpy"]))
     with pytest.raises(EmotionError, match=r"--perturb names backend\(s\) \['tensorflow'\] that are not compared"):
-        parity.run_parity(parity.ParitySpec(out=str(out), perturb={"tensorflow": 0.1}))
+        parity.run_parity(parity.ParitySpec(config=cfg, perturb={"tensorflow": 0.1}))
     assert "parity: backend tensorflow is not installed: left out, not compared" in capsys.readouterr().err
     assert not out.exists()
 
