@@ -16,7 +16,7 @@ from backends import fast_kernels
 YNN_FLAG = "--xla_cpu_experimental_ynn_fusion_type=dot"
 
 
-# `model.export` formats this backend writes (emotion.export), each with the modules it needs; the others
+# `model.export` formats this backend writes (emotion.tools.export), each with the modules it needs; the others
 # with the reason they cannot.
 EXPORT_FORMATS = {"tf_saved_model": ("tensorflow",), "onnx": ("jax2onnx", "onnx")}
 EXPORT_UNSUPPORTED = {

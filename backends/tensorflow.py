@@ -5,7 +5,7 @@ import os
 
 from backends import fast_kernels, keep_freed_memory
 
-# `model.export` formats this backend writes (emotion.export), each with the modules it needs; the others
+# `model.export` formats this backend writes (emotion.tools.export), each with the modules it needs; the others
 # with the reason they cannot.
 EXPORT_FORMATS = {"tf_saved_model": ("tensorflow",), "onnx": ("tf2onnx", "onnx"), "litert": ("tensorflow",),
                   "openvino": ("openvino",)}

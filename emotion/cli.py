@@ -18,9 +18,9 @@ import os
 import sys
 from pathlib import Path
 
-from .config import parse_names
-from .errors import EmotionError
-from .faces import DETECTORS, FACE_MODES
+from emotion.config import parse_names
+from emotion.errors import EmotionError
+from emotion.faces.detect import DETECTORS, FACE_MODES
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -61,7 +61,7 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
     """Every setting of `emotion.config` as a flag (declared there, once), and what a run folder needs."""
-    from .config import add_arguments
+    from emotion.config import add_arguments
 
     add_arguments(p)
     p.add_argument("--print-config", action="store_true",
@@ -148,27 +148,27 @@ def _args_synth(p):
 
 
 def _args_export(p):
-    from . import export
+    from emotion.tools import export
 
     _backend_args(p)
     export.add_arguments(p)
 
 
 def _args_bench(p):
-    from . import bench
+    from emotion.tools import bench
 
     bench.add_arguments(p)
 
 
 def _args_parity(p):
-    from . import parity
+    from emotion.tools import parity
 
     parity.add_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The `emotion` parser: one sub-parser per entry of `COMMANDS`."""
-    from . import __version__
+    from emotion import __version__
 
     parser = Parser(prog="emotion", description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                     formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,12 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _config(args):
     """The settings of a fit or cv: defaults, --config, flags; with --resume, the checkpoint's, which the
     given settings must agree with."""
-    from .config import flatten, load_config, overrides_from_args
+    from emotion.config import flatten, load_config, overrides_from_args
 
     overrides = overrides_from_args(args)
     if not getattr(args, "resume", False):
         return load_config(args.config, overrides)
-    from .run import resolve_resume
+    from emotion.training.run import resolve_resume
 
     given = flatten(load_config(args.config, overrides)) if args.config else \
         {k: v for k, v in overrides.items() if v is not None}
@@ -199,11 +199,11 @@ def _config(args):
 def cmd_fit(args) -> int:
     cfg = _config(args)
     if args.print_config:
-        from .config import to_yaml
+        from emotion.config import to_yaml
 
         print(to_yaml(cfg), end="")
         return 0
-    from .run import fit_run
+    from emotion.training.run import fit_run
 
     metrics = fit_run(cfg, resume=args.resume, overwrite=args.overwrite)
     t = metrics["test"]
@@ -217,11 +217,11 @@ def cmd_fit(args) -> int:
 def cmd_cv(args) -> int:
     cfg = _config(args)
     if args.print_config:
-        from .config import to_yaml
+        from emotion.config import to_yaml
 
         print(to_yaml(cfg), end="")
         return 0
-    from .cv import cv_run
+    from emotion.training.cv import cv_run
 
     result = cv_run(cfg, args.folds, resume=args.resume, overwrite=args.overwrite)
     for m, v in result["summary"].items():
@@ -231,7 +231,7 @@ def cmd_cv(args) -> int:
 
 
 def cmd_data(args) -> int:
-    from .fer2013 import import_csv
+    from emotion.data.fer2013 import import_csv
 
     result = import_csv(args.csv, args.out, args.classes)
     for line in result["malformed"][:20]:
@@ -247,9 +247,9 @@ def cmd_data(args) -> int:
 def cmd_test(args) -> int:
     import numpy as np
 
-    from .data import class_folders, is_presplit, load_folder
-    from .infer import Predictor
-    from .metrics import score
+    from emotion.data.datamodule import class_folders, is_presplit, load_folder
+    from emotion.infer import Predictor
+    from emotion.metrics import score
 
     root = Path(args.data)
     names = class_folders(root, args.classes)  # data errors before the model loads
@@ -266,7 +266,7 @@ def cmd_test(args) -> int:
     else:
         base = root
     if args.tta_flip and not any(layer.name == "flip_tta" for layer in clf.model.layers):
-        from .model import with_flip_tta
+        from emotion.models.presets import with_flip_tta
 
         clf.model = with_flip_tta(clf.model)
     faces = args.faces or ("crop" if clf.face_model else "none")
@@ -314,7 +314,7 @@ def cmd_predict(args) -> int:
     import csv
     import time
 
-    from .infer import Predictor, image_files
+    from emotion.infer import Predictor, image_files
 
     files = image_files(args.paths)  # every path checked before the model loads
     if not files:
@@ -374,7 +374,7 @@ def _annotator(folder: Path):
     under the image's name (a free name is picked rather than overwrite a file)."""
     import cv2
 
-    from .video import COLORS, draw
+    from emotion.faces.video import COLORS, draw
 
     def save(path, image, rows):
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.shape[-1] == 3 else \
@@ -394,8 +394,8 @@ def _annotator(folder: Path):
 
 
 def cmd_video(args) -> int:
-    from . import video
-    from .infer import Predictor
+    from emotion.faces import video
+    from emotion.infer import Predictor
 
     for target in (args.out, args.csv):
         if target and Path(target).exists() and not args.overwrite:
@@ -417,7 +417,7 @@ def cmd_video(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    from .data import quarantine, scan_invalid
+    from emotion.data.datamodule import quarantine, scan_invalid
 
     invalid, valid = scan_invalid(args.data, args.classes)
     for path, reason in invalid:
@@ -432,7 +432,7 @@ def cmd_clean(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from .synth import generate
+    from emotion.data.synth import generate
 
     counts = generate(args.out, args.per_class, args.seed, args.size)
     print(f"wrote {sum(counts.values())} synthetic faces to {args.out} ({counts})")
@@ -440,7 +440,7 @@ def cmd_synth(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from .bench import config_from_args, run_bench
+    from emotion.tools.bench import config_from_args, run_bench
 
     cfg = config_from_args(args)
     run_bench(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -449,13 +449,13 @@ def cmd_bench(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    from .parity import command
+    from emotion.tools.parity import command
 
     return command(args)
 
 
 def cmd_export(args) -> int:
-    from .export import command
+    from emotion.tools.export import command
 
     return command(args)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import EmotionError
+from emotion.errors import EmotionError
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies a model can be built with
 
@@ -101,10 +101,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    module: str = opt("emotion.module:EmotionClassifier",
+    module: str = opt("emotion.models.module:EmotionClassifier",
                       "the LightningModule-style class that owns network, loss, optimizer and hooks, as "
-                      "package.module:Class (a subclass of emotion.module.EmotionClassifier)", metavar="MOD:CLASS")
-    preset: str = opt("seed", "network preset (emotion.model.PRESETS)")
+                      "package.module:Class (a subclass of emotion.models.module.EmotionClassifier)", metavar="MOD:CLASS")
+    preset: str = opt("seed", "network preset (emotion.models.presets.PRESETS)")
     preset_args: dict = opt(help="keyword arguments of the preset, e.g. '{dropout: 0.3}'", parse=parse_mapping,
                             metavar="MAPPING", factory=dict)
     learning_rate: float = opt(1e-3, "Adam's learning rate", flag="--lr")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import EmotionError
-from .faces import FACE_MODES, face_inputs, make_detector
+from emotion.errors import EmotionError
+from emotion.faces.detect import FACE_MODES, face_inputs, make_detector
 
 META_MEMBER = "emotion.json"
 SHIPPED_DIR = Path(__file__).parent / "shipped"
@@ -157,7 +157,7 @@ class Predictor:
 
     def preprocess(self, path: str | Path) -> np.ndarray:
         """The whole image as the model's input (no face search)."""
-        from .data import load_image
+        from emotion.data.datamodule import load_image
 
         path = Path(path)
         if not path.is_file():
@@ -208,7 +208,7 @@ class Predictor:
         """Rows for each face of each image, streamed ``chunk`` images at a time (decoded in threads), so
         memory does not grow with the number of files. An unreadable file gives one row with an "error".
         ``on_image(path, image, rows)`` is called for each decoded image (e.g. to draw on it)."""
-        from .data import decode_image
+        from emotion.data.datamodule import decode_image
 
         def work(path):
             try:

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from emotion.blazeface import BlazeFaceDetector
-from emotion.faces import HaarDetector
+from emotion.faces.blazeface import BlazeFaceDetector
+from emotion.faces.detect import HaarDetector
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ def main() -> None:
     backends.select(args.backend)
     import numpy as np
 
-    from emotion.blazeface import BlazeFaceDetector
-    from emotion.data import class_folders, decode_image, list_files
-    from emotion.faces import HaarDetector, crop, to_model_input
+    from emotion.data.datamodule import class_folders, decode_image, list_files
+    from emotion.faces.blazeface import BlazeFaceDetector
+    from emotion.faces.detect import HaarDetector, crop, to_model_input
     from emotion.infer import Predictor, resolve_model
     from emotion.metrics import score
 

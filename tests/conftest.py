@@ -29,7 +29,7 @@ def pytest_report_header(config):
 @pytest.fixture(scope="session")
 def synth_dir(tmp_path_factory) -> Path:
     """A small synthetic happy/sad set (30 per class, 64 px)."""
-    from emotion.synth import generate
+    from emotion.data.synth import generate
 
     out = tmp_path_factory.mktemp("synth")
     generate(out, per_class=30, seed=0, size=64)

@@ -69,7 +69,7 @@ def test_the_dataclasses_declare_help_for_every_setting():
     for key, f in settings():
         assert f.metadata.get("help"), key
     assert {f.name for f in dataclasses.fields(config.DataConfig)} >= {"detector"}
-    from emotion.faces import DETECTORS
+    from emotion.faces.detect import DETECTORS
 
     detector = next(f for k, f in settings() if k == "data.detector")
     assert tuple(detector.metadata["choices"]) == tuple(DETECTORS)

@@ -4,7 +4,7 @@ gives the outputs recorded when it was trained (so every backend loads it the sa
 import numpy as np
 
 from emotion.infer import DEFAULT_MODEL, SHIPPED, Predictor, read_meta, resolve_model
-from emotion.trainer import reference_inputs
+from emotion.training.trainer import reference_inputs
 
 
 def test_the_default_model_ships_inside_the_package():

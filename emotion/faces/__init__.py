@@ -1,0 +1,1 @@
+"""faces: detectors (BlazeFace, Haar), the one crop, video."""

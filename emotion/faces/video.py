@@ -1,0 +1,192 @@
+"""`emotion video`: faces and their emotions in a video file or a camera, frame by frame.
+
+    emotion video clip.mp4 --out annotated.mp4 --csv frames.csv
+    emotion video 0                      # camera 0; a live window where a display exists
+
+Each frame: detect faces (`emotion.faces.detect`, the predictor's detector), classify every face in
+one batch, and smooth each face's probabilities over frames: a face is followed from frame to frame by the
+overlap of its boxes (IoU >= 0.3, greedy, largest overlap first), and its shown probabilities are an
+exponential moving average, ``p = smooth * p_previous + (1 - smooth) * p_now`` (0: no smoothing), so a label
+does not flicker on one odd frame. A face not seen for ``keep_frames`` frames is forgotten.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from emotion.errors import EmotionError
+from emotion.faces.detect import crop, quiet_stderr, to_model_input
+
+COLORS = [(60, 180, 75), (230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]  # BGR
+
+
+def iou(a, b) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    w = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    h = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = w * h
+    union = aw * ah + bw * bh - inter
+    return inter / union if union else 0.0
+
+
+class Tracks:
+    """Faces followed across frames by box overlap, each with its smoothed probabilities."""
+
+    def __init__(self, smooth: float = 0.6, keep_frames: int = 5, min_iou: float = 0.3):
+        self.smooth, self.keep_frames, self.min_iou = smooth, keep_frames, min_iou
+        self.tracks: dict[int, dict] = {}  # id -> {"box", "p", "seen"}
+        self.next_id = 0
+
+    def update(self, frame: int, boxes: list, probs: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """(track id, smoothed probabilities) for each box, in the order given."""
+        pairs = sorted(((iou(t["box"], b), tid, i) for tid, t in self.tracks.items() for i, b in enumerate(boxes)),
+                       reverse=True)
+        taken_tracks, assigned = set(), {}
+        for overlap, tid, i in pairs:
+            if overlap < self.min_iou:
+                break
+            if tid not in taken_tracks and i not in assigned:
+                taken_tracks.add(tid)
+                assigned[i] = tid
+        out = []
+        for i, (box, p) in enumerate(zip(boxes, probs, strict=True)):
+            tid = assigned.get(i)
+            if tid is None:  # a new face
+                tid, self.next_id = self.next_id, self.next_id + 1
+                self.tracks[tid] = {"p": p}
+            t = self.tracks[tid]
+            t["p"] = self.smooth * t["p"] + (1 - self.smooth) * p if i in assigned else p
+            t["box"], t["seen"] = box, frame
+            out.append((tid, t["p"]))
+        self.tracks = {k: t for k, t in self.tracks.items() if frame - t["seen"] < self.keep_frames}
+        return out
+
+
+def open_source(source: str):
+    import cv2
+
+    is_camera = source.isdigit()
+    if not is_camera and not Path(source).is_file():
+        raise EmotionError(f"video not found: {source}")
+    with quiet_stderr():  # OpenCV and FFmpeg print their own warnings; the error below says it in one line
+        cap = cv2.VideoCapture(int(source) if is_camera else source)
+    if not cap.isOpened():
+        raise EmotionError(f"cannot open {'camera' if is_camera else 'video'} {source}")
+    return cap
+
+
+def display_available() -> bool:
+    """A live window needs a display and an OpenCV built with a GUI (the headless wheel has none)."""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.name == "nt"):
+        return False
+    import cv2
+
+    try:
+        cv2.namedWindow("emotion")
+        return True
+    except cv2.error:
+        return False
+
+
+def draw(frame_bgr, box, text: str, color) -> None:
+    import cv2
+
+    x, y, w, h = box
+    cv2.rectangle(frame_bgr, (x, y), (x + w, y + h), color, 2)
+    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
+    top = max(y - th - 6, 0)
+    cv2.rectangle(frame_bgr, (x, top), (x + tw + 4, top + th + 6), color, -1)
+    cv2.putText(frame_bgr, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
+                cv2.LINE_AA)
+
+
+def run(source: str, predictor, out: str | None = None, csv_path: str | None = None, show: bool = False,
+        faces: str = "all", smooth: float = 0.6, detect_every: int = 1,
+        max_frames: int | None = None, log=print) -> dict:
+    """Process a video; returns {"frames", "faces", "seconds", "fps"}."""
+    import cv2
+
+    cap = open_source(source)
+    fps_in = cap.get(cv2.CAP_PROP_FPS) or 25.0
+    if not 1 <= fps_in <= 1000:
+        fps_in = 25.0
+    detector = predictor.detector
+    tracks = Tracks(smooth)
+    writer = table = None
+    handle = None
+    if show and not display_available():
+        log("no display here: --show is ignored (the annotated video and CSV are still written)")
+        show = False
+    names = predictor.class_names
+    frames = n_faces = 0
+    boxes: list = []
+    found: list = []
+    t0 = time.perf_counter()
+    try:
+        if csv_path:
+            handle = open(csv_path, "w", newline="")
+            table = csv.writer(handle)
+            table.writerow(["frame", "time_s", "face", "x", "y", "w", "h", "label", "p",
+                            *[f"p_{c}" for c in names]])
+        while max_frames is None or frames < max_frames:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            if faces == "none":
+                boxes, inputs = [], [to_model_input(rgb, predictor.image_size, predictor.color)]
+            else:
+                if frames % detect_every == 0:
+                    found = detector.detect(rgb)
+                    found = found[:1] if faces == "largest" else found
+                    boxes = [f.box for f in found]
+                margin = detector.margin if predictor.margin is None else predictor.margin
+                inputs = [crop(rgb, f.box, predictor.image_size, predictor.color, margin) for f in found]
+            probs = predictor.probabilities(np.stack(inputs)) if inputs else np.zeros((0, len(names)))
+            t = frames / fps_in
+            if faces == "none":
+                p = probs[0]
+                text = f"{names[int(p.argmax())]} {p.max():.2f}"
+                cv2.putText(frame, text, (10, 25), cv2.FONT_HERSHEY_SIMPLEX, 0.8, COLORS[0], 2, cv2.LINE_AA)
+                if table:
+                    table.writerow([frames, f"{t:.3f}", "", "", "", "", "", names[int(p.argmax())],
+                                    f"{p.max():.4f}", *[f"{v:.4f}" for v in p]])
+            else:
+                smoothed = tracks.update(frames, boxes, probs)
+                for box, (tid, p) in zip(boxes, smoothed, strict=True):
+                    label = names[int(p.argmax())]
+                    draw(frame, box, f"{label} {p.max():.2f}", COLORS[tid % len(COLORS)])
+                    if table:
+                        table.writerow([frames, f"{t:.3f}", tid, *box, label, f"{p.max():.4f}",
+                                        *[f"{v:.4f}" for v in p]])
+                if table and not boxes:
+                    table.writerow([frames, f"{t:.3f}", *[""] * (7 + len(names))])
+                n_faces += len(boxes)
+            if out:
+                if writer is None:
+                    h, w = frame.shape[:2]
+                    writer = cv2.VideoWriter(out, cv2.VideoWriter_fourcc(*"mp4v"), fps_in, (w, h))
+                    if not writer.isOpened():
+                        raise EmotionError(f"cannot write video {out}")
+                writer.write(frame)
+            if show:
+                cv2.imshow("emotion", frame)
+                if cv2.waitKey(1) & 0xFF in (27, ord("q")):
+                    break
+            frames += 1
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+        if handle is not None:
+            handle.close()
+        if show:
+            cv2.destroyAllWindows()
+    seconds = time.perf_counter() - t0
+    return {"frames": frames, "faces": n_faces, "seconds": seconds, "fps": frames / seconds if seconds else 0.0}

@@ -1,0 +1,1 @@
+"""models: the preset networks and the LightningModule-style EmotionClassifier."""

@@ -1,0 +1,1 @@
+"""tools: per-backend experiments (emotion.tools.harness): bench, parity, the export matrix."""

@@ -1,0 +1,505 @@
+"""Prove the backends agree: train the same model from the same initial weights on the same batches under
+JAX, TensorFlow and PyTorch, each in its own process, and compare what came out.
+
+    emotion parity                                     # 3 epochs of ../shared/data/web-happy-sad at 128x128
+    emotion parity --data DIR --out runs/parity --epochs 2 --image-size 64 --backends jax,torch
+
+Steps (the parent process never imports Keras; each step below is `step` run by `emotion.tools.harness` under the
+backend, in a fresh process):
+
+1. ``init``: build the model once (under the first backend) and save ``init.weights.h5``. Keras initializers
+   draw different numbers on each backend, so every backend loads these weights instead of seeding its own.
+2. ``train``: under each backend, load the initial weights and train with `emotion.training.trainer.Trainer` on the data
+   module's batches; a fingerprint (sha1) of every batch the fit consumed is recorded, per epoch, so the report
+   can show that every backend saw the same batches in the same order. Saves ``<backend>/model.keras``, the
+   test-split probabilities and ``<backend>/result.json`` (history, val and test metrics, batch fingerprints).
+3. ``crossload``: under each backend, load every backend's ``model.keras`` (3x3) and predict the test split;
+   max |dP| against the saving backend's own predictions.
+
+The parent then compares (`compare`), writes ``parity.json`` and ``parity.md`` (`render`) and fails, naming each
+broken tolerance, when one is exceeded. A backend that is not installed is reported as such and left out of
+every comparison: it is never counted as agreeing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from emotion.config import parse_names
+from emotion.errors import EmotionError
+from emotion.tools import harness
+
+DEFAULT_DATA = "../shared/data/web-happy-sad"
+INIT_WEIGHTS = "init.weights.h5"
+MODEL_FILE = "model.keras"
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+TEST_METRICS = ("loss", "accuracy", "precision", "recall", "f1")
+
+
+@dataclass
+class Tolerances:
+    loss_rel: float = 0.02  # relative spread of a loss across backends (train, val and test)
+    accuracy_points: float = 1.0  # spread of train/val accuracy per epoch, in percentage points
+    test_points: float = 1.0  # spread of test accuracy/precision/recall/f1, in percentage points
+    crossload: float = 1e-5  # max |dP| when a .keras is loaded under another backend
+
+
+# The settings parity shares with `emotion fit` (declared once, in emotion.config), and its own defaults for them.
+SETTINGS = ["seed", "data.data", "data.classes", "data.image_size", "data.color", "data.batch_size", "data.split",
+            "data.cache", "model.preset", "model.learning_rate", "trainer.epochs", "trainer.out"]
+DEFAULTS = {"data.data": DEFAULT_DATA, "data.image_size": 128, "trainer.epochs": 3, "trainer.out": "runs/parity"}
+
+
+def default_config(**overrides) -> dict:
+    """The config parity trains with by default, as a dict; ``overrides``: ``{"section.key": value}``."""
+    from emotion.config import load_config
+
+    return load_config(None, {**DEFAULTS, **overrides}).to_dict()
+
+
+@dataclass
+class ParitySpec:
+    """Everything a worker process needs; written to ``OUT/spec.json``. ``config``: an `emotion.config.Config`
+    as a dict (the data, model and trainer settings `emotion fit` has too); the rest is parity's own."""
+
+    config: dict = field(default_factory=default_config)
+    backends: list[str] = field(default_factory=list)  # empty: every installed backend
+    perturb: dict[str, float] = field(default_factory=dict)  # backend -> learning rate (to see parity fail)
+    deterministic: bool = True
+    precision: str = "float64"  # float64 | float32: the dtype every layer computes and stores in
+
+    @property
+    def cfg(self):
+        from emotion.config import from_dict
+
+        return from_dict(self.config)
+
+    def data_config(self):
+        return self.cfg.data
+
+    # the settings the steps read, by name
+    seed = property(lambda self: self.config["seed"])
+    data = property(lambda self: self.config["data"]["data"])
+    image_size = property(lambda self: self.config["data"]["image_size"])
+    batch_size = property(lambda self: self.config["data"]["batch_size"])
+    preset = property(lambda self: self.config["model"]["preset"])
+    learning_rate = property(lambda self: self.config["model"]["learning_rate"])
+    epochs = property(lambda self: self.config["trainer"]["epochs"])
+    out = property(lambda self: self.config["trainer"]["out"])
+
+    def learning_rate_for(self, backend: str) -> float:
+        return float(self.perturb.get(backend, self.learning_rate))
+
+
+log = harness.log  # progress lines go to stderr
+
+
+# ============================================================================================ worker side
+def _digest(x) -> str:
+    return hashlib.sha1(np.ascontiguousarray(x).tobytes()).hexdigest()[:12]
+
+
+def _recording(loader, events: list):
+    """Wrap a `PyDataset` so every batch Keras asks for is fingerprinted, with the epoch hooks as markers."""
+    import keras
+
+    class Recording(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+
+        def __len__(self):
+            return len(loader)
+
+        def __getitem__(self, i):
+            x, y = loader[i]
+            events.append(("batch", int(i), _digest(x) + _digest(y)[:4]))
+            return x, y
+
+        def on_epoch_begin(self):
+            events.append(("begin",))
+
+        def on_epoch_end(self):
+            events.append(("end",))
+            loader.on_epoch_end()
+
+    return Recording()
+
+
+def epoch_fingerprints(events: list, epochs: int) -> list[list[str]]:
+    """The batches consumed in each of the last ``epochs`` epochs (between an epoch's begin and end hooks).
+
+    Keras peeks at a batch before training (TensorFlow to learn the batch signature, JAX and PyTorch to build
+    the model), outside any training epoch; taking the last ``epochs`` begin..end groups leaves those out.
+    """
+    groups, current = [], None
+    for e in events:
+        if e[0] == "begin":
+            current = []
+        elif e[0] == "batch" and current is not None:
+            current.append(e[2])
+        elif e[0] == "end" and current is not None:
+            groups.append(current)
+            current = None
+    return groups[-epochs:]
+
+
+def _worker_dm(spec: ParitySpec, events: list | None = None):
+    from emotion.data.datamodule import EmotionDataModule
+
+    class DataModule(EmotionDataModule):
+        def train_dataloader(self):
+            loader = super().train_dataloader()
+            return loader if events is None else _recording(loader, events)
+
+    return DataModule(spec.data_config(), seed=spec.seed).setup()
+
+
+def _build(spec: ParitySpec, dm, learning_rate: float):
+    """The module, with every `Rescaling` scale held in the compute dtype.
+
+    Keras's TensorFlow backend turns a Rescaling layer's Python-float scale into a float32 constant before
+    casting it, so under float64 TensorFlow alone would multiply by 1/255 rounded to float32 (a 6e-8 relative
+    difference in every input pixel). A numpy scalar of the compute dtype is cast exactly by every backend; in
+    float32 this changes nothing.
+    """
+    import keras
+
+    from emotion.models.module import EmotionClassifier
+
+    module = EmotionClassifier(spec.preset, dm.input_shape, dm.num_classes, learning_rate)
+    for layer in module.model._flatten_layers():
+        if isinstance(layer, keras.layers.Rescaling) and isinstance(layer.scale, float):
+            layer.scale = np.dtype(layer.compute_dtype).type(layer.scale)
+    return module
+
+
+def worker_init(spec: ParitySpec, backend: str) -> None:
+    from emotion.training.trainer import seed_everything
+
+    seed_everything(spec.seed, spec.deterministic)
+    dm = _worker_dm(spec)
+    module = _build(spec, dm, spec.learning_rate)
+    module.model.save_weights(Path(spec.out) / INIT_WEIGHTS)
+
+
+def worker_train(spec: ParitySpec, backend: str) -> None:
+    import backends
+    from emotion.metrics import score
+    from emotion.training.trainer import Trainer, seed_everything
+
+    out = Path(spec.out) / backend
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(spec.seed, spec.deterministic)
+    events: list = []
+    dm = _worker_dm(spec, events)
+    lr = spec.learning_rate_for(backend)
+    module = _build(spec, dm, lr)
+    module.model.load_weights(Path(spec.out) / INIT_WEIGHTS)
+    trainer = Trainer(max_epochs=spec.epochs, verbose=2, deterministic=spec.deterministic)
+    history = trainer.fit(module, dm)
+    module.model.save(out / MODEL_FILE)
+    probs = trainer.predict(module, dm.test_dataloader())
+    np.save(out / "test_probs.npy", probs)
+    result = {
+        **backends.describe(),
+        "learning_rate": lr,
+        "split": dm.split_sizes(),
+        "history": history,
+        "val": _short(trainer.validate(module, dm)),
+        "test": _short(score(probs, dm.test.labels, dm.class_names)),
+        "batches": epoch_fingerprints(events, spec.epochs),
+        "seconds": trainer.timings(),
+    }
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+
+
+def _short(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "per_class"}
+
+
+def worker_crossload(spec: ParitySpec, backend: str) -> None:
+    from emotion.infer import load_keras_model
+    from emotion.training.trainer import Trainer, seed_everything
+
+    seed_everything(spec.seed, spec.deterministic)
+    dm = _worker_dm(spec)
+    deltas = {}
+    for saver in spec.backends:
+        path = Path(spec.out) / saver / MODEL_FILE
+        own = np.load(Path(spec.out) / saver / "test_probs.npy")
+        probs = Trainer().predict(load_keras_model(path), dm.test_dataloader())
+        deltas[saver] = float(np.max(np.abs(probs - own))) if probs.shape == own.shape else float("inf")
+    (Path(spec.out) / backend / "crossload.json").write_text(json.dumps(deltas, indent=2))
+
+
+WORKERS = {"init": worker_init, "train": worker_train, "crossload": worker_crossload}
+
+
+def step(name: str, spec_path: str, backend: str) -> None:
+    """One step (``init``, ``train``, ``crossload``) in this process; `emotion.tools.harness` has selected the backend
+    (deterministic as the spec asks) before this runs."""
+    import keras
+
+    import backends
+
+    spec = ParitySpec(**json.loads(Path(spec_path).read_text()))
+    if spec.precision == "float64":
+        backends.enable_float64()
+    keras.config.set_floatx(spec.precision)
+    WORKERS[name](spec, backend)
+
+
+# ============================================================================================ parent side
+def _spawn(name: str, spec: ParitySpec, spec_path: Path, backend: str, log_path: Path) -> float:
+    t0 = time.perf_counter()
+    harness.run_step(backend, "emotion.tools.parity:step", [name, str(spec_path), backend], what=f"parity step {name!r}",
+                     log=log_path, deterministic=spec.deterministic)
+    return time.perf_counter() - t0
+
+
+def run_parity(spec: ParitySpec, tol: Tolerances | None = None) -> dict:
+    """Run every step and return the report (also written to ``OUT/parity.json`` and ``OUT/parity.md``)."""
+    from emotion.data.datamodule import EmotionDataModule
+
+    tol = tol or Tolerances()
+    present, missing = harness.plan(spec.backends, need=2, what="parity", log=log)
+    bad = [b for b in spec.perturb if b not in present]
+    if bad:
+        raise EmotionError(f"--perturb names backend(s) {bad} that are not compared here ({', '.join(present)})")
+    spec.backends = present
+
+    # Data errors surface here, before any framework loads; this also fills the decoded-image cache.
+    dm = EmotionDataModule(spec.data_config(), seed=spec.seed).setup()
+    if not len(dm.val) or not len(dm.test):
+        raise EmotionError(f"parity needs non-empty val and test splits, got {dm.split_sizes()}")
+    out = Path(spec.out)
+    if out.exists() and not out.is_dir():
+        raise EmotionError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    for b in present:
+        (out / b).mkdir(exist_ok=True)
+    spec_path = out / "spec.json"
+    spec_path.write_text(json.dumps(asdict(spec), indent=2))
+    log(f"parity: {', '.join(present)} on {spec.data} (split {dm.split_sizes()}), {spec.epochs} epoch(s) at "
+        f"{spec.image_size}x{spec.image_size}, batch {spec.batch_size}, seed {spec.seed}; output in {out}")
+
+    seconds = {"init": _spawn("init", spec, spec_path, present[0], out / "init.log")}
+    log(f"parity: initial weights built under {present[0]}: {out / INIT_WEIGHTS}")
+    results = {}
+    for b in present:
+        log(f"parity: training under {b} ...")
+        seconds[f"train-{b}"] = _spawn("train", spec, spec_path, b, out / b / "train.log")
+        results[b] = json.loads((out / b / "result.json").read_text())
+    crossload = {}
+    for b in present:
+        log(f"parity: loading every backend's model.keras under {b} ...")
+        seconds[f"crossload-{b}"] = _spawn("crossload", spec, spec_path, b, out / b / "crossload.log")
+        crossload[b] = json.loads((out / b / "crossload.json").read_text())
+
+    report = compare(results, crossload, tol)
+    report.update({
+        "spec": asdict(spec),
+        "tolerances": asdict(tol),
+        "backends": {"compared": present, "not_installed": missing},
+        "split": dm.split_sizes(),
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    })
+    (out / "parity.json").write_text(json.dumps(report, indent=2))
+    (out / "parity.md").write_text(render(report))
+    return report
+
+
+# ============================================================================================ command
+def add_arguments(p) -> None:
+    """Flags of ``emotion parity``: the shared settings (from emotion.config), then parity's own."""
+    from emotion.config import add_arguments as add_settings
+
+    add_settings(p, only=SETTINGS, defaults=DEFAULTS)
+    p.add_argument("--backends", type=parse_names, help="comma-separated backends to compare (default: all installed)")
+    p.add_argument("--precision", choices=["float64", "float32"], default="float64",
+                   help="dtype every layer computes in (default float64: see README, 'Parity')")
+    p.add_argument("--loss-rtol", type=float, default=0.02, help="loss tolerance, relative (default 0.02)")
+    p.add_argument("--acc-tol", type=float, default=1.0, help="train/val accuracy tolerance, points (default 1)")
+    p.add_argument("--test-tol", type=float, default=1.0, help="test metric tolerance, points (default 1)")
+    p.add_argument("--crossload-tol", type=float, default=1e-5, help="cross-load max |dP| (default 1e-5)")
+    p.add_argument("--perturb", action="append", default=[], metavar="BACKEND=LR",
+                   help="train BACKEND with learning rate LR instead, to see parity catch a difference")
+
+
+def _perturbations(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            raise EmotionError(f"--perturb expects BACKEND=LEARNING_RATE, got {item!r}") from None
+    return out
+
+
+def command(args) -> int:
+    """``emotion parity``: run, print the tables, exit 1 naming each broken tolerance."""
+    from emotion.config import config_from_args
+
+    spec = ParitySpec(config=config_from_args(args, DEFAULTS).to_dict(), backends=args.backends or [],
+                      perturb=_perturbations(args.perturb), precision=args.precision)
+    tol = Tolerances(loss_rel=args.loss_rtol, accuracy_points=args.acc_tol, test_points=args.test_tol,
+                     crossload=args.crossload_tol)
+    report = run_parity(spec, tol)
+    print(render(report), end="")
+    print(f"\nwrote {Path(spec.out) / 'parity.md'} and {Path(spec.out) / 'parity.json'}")
+    if report["ok"]:
+        return 0
+    for failure in report["failures"]:
+        print(f"emotion: parity failed: {failure}", file=sys.stderr)
+    return 1
+
+
+# ============================================================================================ comparison
+def _check(checks: list, name: str, value: float, limit: float, unit: str = "") -> None:
+    checks.append({"check": name, "value": value, "tolerance": limit, "unit": unit,
+                   "ok": bool(np.isfinite(value) and value <= limit)})
+
+
+def loss_spread(values) -> float:
+    """(max - min) / min over the backends: at least every pairwise relative difference."""
+    v = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(v)):
+        return float("inf")
+    low = max(float(np.min(np.abs(v))), 1e-12)
+    return float((v.max() - v.min()) / low)
+
+
+def points_spread(values) -> float:
+    v = np.asarray(values, dtype=np.float64)
+    return float((v.max() - v.min()) * 100) if np.all(np.isfinite(v)) else float("inf")
+
+
+def compare(results: dict, crossload: dict, tol: Tolerances) -> dict:
+    """Every check of the issue, from the workers' ``result.json`` and ``crossload.json`` contents."""
+    names = list(results)
+    checks: list[dict] = []
+    epochs = min(len(results[b]["history"].get("loss", [])) for b in names)
+    per_epoch = []
+    for e in range(epochs):
+        row = {"epoch": e + 1}
+        for m in EPOCH_METRICS:
+            vals = [results[b]["history"].get(m, [float("nan")] * epochs)[e] for b in names]
+            row[m] = dict(zip(names, vals, strict=True))
+            if m.endswith("loss"):
+                row[f"{m}_spread"] = loss_spread(vals)
+                _check(checks, f"epoch {e + 1} {m}", row[f"{m}_spread"], tol.loss_rel, "relative")
+            else:
+                row[f"{m}_spread"] = points_spread(vals)
+                _check(checks, f"epoch {e + 1} {m}", row[f"{m}_spread"], tol.accuracy_points, "points")
+        per_epoch.append(row)
+    test = {}
+    for m in TEST_METRICS:
+        vals = [results[b]["test"][m] for b in names]
+        if m == "loss":
+            spread = loss_spread(vals)
+            _check(checks, "test loss", spread, tol.loss_rel, "relative")
+        else:
+            spread = points_spread(vals)
+            _check(checks, f"test {m}", spread, tol.test_points, "points")
+        test[m] = {**dict(zip(names, vals, strict=True)), "spread": spread}
+
+    reference = results[names[0]].get("batches")
+    same_batches = all(results[b].get("batches") == reference for b in names) and bool(reference)
+    checks.append({"check": "same batches in the same order", "value": float(not same_batches),
+                   "tolerance": 0.0, "unit": "", "ok": same_batches})
+
+    matrix = {saver: {loader: crossload.get(loader, {}).get(saver, float("inf")) for loader in names}
+              for saver in names}
+    worst = max(v for row in matrix.values() for v in row.values())
+    _check(checks, "cross-load max |dP|", worst, tol.crossload)
+
+    failures = [c for c in checks if not c["ok"]]
+    return {
+        "ok": not failures,
+        "failures": [_describe_failure(c) for c in failures],
+        "per_epoch": per_epoch,
+        "test": test,
+        "crossload": matrix,
+        "batches": {"identical": same_batches, "per_epoch": [len(x) for x in (reference or [])]},
+        "runs": {b: {k: results[b].get(k) for k in ("backend", "keras_version", "framework_version", "devices",
+                                                      "learning_rate", "seconds")} for b in names},
+        "checks": checks,
+    }
+
+
+def _describe_failure(c: dict) -> str:
+    if c["unit"] == "relative":
+        return f"{c['check']}: spread {c['value']:.2%} > {c['tolerance']:.2%} (--loss-rtol)"
+    if c["unit"] == "points":
+        flag = "--test-tol" if c["check"].startswith("test") else "--acc-tol"
+        return f"{c['check']}: spread {c['value']:.2f} points > {c['tolerance']:g} ({flag})"
+    if c["check"].startswith("cross-load"):
+        return f"{c['check']} = {c['value']:.3g} > {c['tolerance']:g} (--crossload-tol)"
+    return f"{c['check']}: no (the backends did not consume identical batches)"
+
+
+# ============================================================================================ report
+def _f(v: float, digits: int = 4) -> str:
+    return "inf" if not np.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _cells(values: dict, names: list[str], spread: float, loss: bool, points_tol: float, loss_tol: float) -> list:
+    """One metric's per-backend values, its spread and whether it is within tolerance (table cells)."""
+    if loss:
+        return [_f(values[b], 6) for b in names] + [f"{spread:.4%}", "yes" if spread <= loss_tol else "NO"]
+    return [f"{100 * values[b]:.2f}%" for b in names] + [f"{spread:.2f} pt", "yes" if spread <= points_tol else "NO"]
+
+
+def render(report: dict) -> str:
+    """``parity.md``: the tables a person reads."""
+    names = report["backends"]["compared"]
+    spec, tol = ParitySpec(**report["spec"]), report["tolerances"]
+    runs = [[b, f"{r.get('framework_version')} (Keras {r.get('keras_version')})", ", ".join(r.get("devices") or []),
+             f"{r.get('learning_rate'):g}", (r.get("seconds") or {}).get("fit", "")]
+            for b, r in ((b, report["runs"][b]) for b in names)]
+    runs += [[b, "**not installed: not compared**", "", "", ""] for b in report["backends"]["not_installed"]]
+    lines = [
+        "# Backend parity",
+        "",
+        f"{spec.epochs} epoch(s) of `{spec.data}` at {spec.image_size}x{spec.image_size}, batch "
+        f"{spec.batch_size}, seed {spec.seed}, preset `{spec.preset}`, learning rate "
+        f"{spec.learning_rate:g}; split {report['split']}. Every backend starts from the same initial weights "
+        "(`init.weights.h5`) and trains in its own process.",
+        "",
+        harness.table(["backend", "framework", "devices", "learning rate", "fit seconds"], runs),
+    ]
+    lines += ["", f"**Result: {'PASS' if report['ok'] else 'FAIL'}**" + (
+        "" if report["ok"] else " - " + "; ".join(report["failures"])), ""]
+
+    per_epoch = [[row["epoch"], m, *_cells(row[m], names, row[f"{m}_spread"], m.endswith("loss"),
+                                            tol["accuracy_points"], tol["loss_rel"])]
+                 for row in report["per_epoch"] for m in EPOCH_METRICS]
+    lines += ["## Per epoch", "",
+              f"Loss spread = (max - min) / min across backends (tolerance {tol['loss_rel']:.0%}); accuracy spread "
+              f"= max - min in percentage points (tolerance {tol['accuracy_points']:g}).", "",
+              harness.table(["epoch", "metric", *names, "spread", "ok"], per_epoch)]
+
+    test = [[m, *_cells(row, names, row["spread"], m == "loss", tol["test_points"], tol["loss_rel"])]
+            for m, row in report["test"].items()]
+    lines += ["", "## Test split", "", harness.table(["metric", *names, "spread", "ok"], test)]
+
+    batches = report["batches"]
+    lines += ["", "## Batches", "",
+              ("Every backend consumed identical batches (sha1 of pixels and labels) in the same order: "
+               if batches["identical"] else "**The backends did NOT consume identical batches**: ")
+              + f"{sum(batches['per_epoch'])} batches over {len(batches['per_epoch'])} epoch(s).", ""]
+
+    crossload = [[saver, *(f"{row[b]:.2e}" for b in names)] for saver, row in report["crossload"].items()]
+    lines += ["## Cross-load", "",
+              f"max |dP| on the test split when the `.keras` saved by one backend (row) is loaded under another "
+              f"(column), against the saving backend's own predictions (tolerance {tol['crossload']:g}).", "",
+              harness.table(["saved by \\ loaded by", *names], crossload), ""]
+    return "\n".join(lines)

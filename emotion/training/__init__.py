@@ -1,0 +1,1 @@
+"""training: the Trainer, its callbacks, the run folder, checkpoints, the main job, cross-validation."""

@@ -1,0 +1,357 @@
+"""Callbacks: everything a run does besides the loop. `emotion fit` uses `default_callbacks`; a user can pass
+their own list to `Trainer(callbacks=[...])`, drop one, or add to it.
+
+A `Callback` is a Keras callback (``on_epoch_end``, ``on_train_batch_end``, ... with ``self.model``) plus
+Lightning's fit-level hooks ``on_fit_start(trainer, module)`` / ``on_fit_end(trainer, module)``, a
+``state_dict``/``load_state_dict`` pair that `Checkpoint` saves and restores, and ``on_model_written(trainer,
+module, path)``, which `RunFolder` calls with the model file before it is put in place (raise to stop it).
+Plain Keras callbacks work too.
+
+    trainer = Trainer(max_epochs=20, callbacks=default_callbacks(cfg, "runs/a") + [MyCallback()])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import backends
+from emotion.errors import EmotionError
+from emotion.training.runfolder import atomic_path, write_json
+
+MODEL_FILE = "imageclassifier.keras"
+CHECKPOINT_FILE = "checkpoints/last.npz"
+RELOAD_TOLERANCE = 1e-6
+
+
+class Callback(keras.callbacks.Callback):
+    trainer = None  # set by Trainer.fit
+
+    def on_fit_start(self, trainer, module) -> None:
+        pass
+
+    def on_fit_end(self, trainer, module) -> None:
+        pass
+
+    def on_model_written(self, trainer, module, path: Path) -> None:
+        pass
+
+    def state_dict(self) -> dict:
+        """JSON-able values and numpy arrays that let a resumed run continue where this one stopped."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------------------ measurements
+class EpochTimer(Callback):
+    """Wall-clock seconds of each epoch (training and validation), kept across phases and resumes."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._t)
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seconds = [float(s) for s in state.get("seconds", [])]
+
+
+class ScalarTensorBoard(Callback):
+    """Epoch scalars to TensorBoard (`logs/train`, `logs/validation`, as Keras's own callback lays them out).
+
+    Keras's `TensorBoard` callback needs TensorFlow installed; this one writes the same scalars through
+    tensorboardX, so JAX- and PyTorch-only installs get logs too.
+    """
+
+    def __init__(self, log_dir: str | Path):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.writers = None
+
+    def on_fit_start(self, trainer, module):
+        from tensorboardX import SummaryWriter
+
+        self.writers = {k: SummaryWriter(str(self.log_dir / k)) for k in ("train", "validation")}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, value in (logs or {}).items():
+            which, name = ("validation", key[4:]) if key.startswith("val_") else ("train", key)
+            self.writers[which].add_scalar(f"epoch_{name}", float(value), epoch)
+        for w in self.writers.values():
+            w.flush()
+
+    def on_fit_end(self, trainer, module):
+        for w in self.writers.values():
+            w.close()
+
+
+class EarlyStopping(keras.callbacks.EarlyStopping, Callback):
+    """Keras's `EarlyStopping`, with its counters (and best weights) saved in checkpoints, so a resumed run stops
+    where the uninterrupted one would."""
+
+    _restored: dict | None = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)  # resets the counters at the start of every fit() (each training phase)...
+        if self._restored is not None:  # ...but a resumed run continues with the interrupted one's
+            self._apply(self._restored)
+            self._restored = None
+
+    def _apply(self, state: dict) -> None:
+        self.wait, self.best, self.best_epoch = int(state["wait"]), float(state["best"]), int(state["best_epoch"])
+        n = int(state.get("n_best", 0))
+        self.best_weights = [np.asarray(state[f"best_{i}"]) for i in range(n)] if n else None
+
+    def state_dict(self) -> dict:
+        best = self.best_weights or []
+        out = {"wait": int(self.wait), "best": float(self.best if self.best is not None else np.inf),
+               "best_epoch": int(self.best_epoch), "n_best": len(best)}
+        out.update({f"best_{i}": np.asarray(w) for i, w in enumerate(best)})
+        return out
+
+    def load_state_dict(self, state: dict) -> None:
+        self._restored = state
+
+
+# ------------------------------------------------------------------------------------------ the model at the end
+class FlipTTA(Callback):
+    """At the end of training, wrap the network in `emotion.models.presets.with_flip_tta` (mean of image and mirror): what
+    the run folder saves and tests is the wrapped model."""
+
+    def on_fit_end(self, trainer, module):
+        from emotion.models.presets import with_flip_tta
+
+        module.model = with_flip_tta(module.model)
+
+
+def plain_copy(model: keras.Model) -> keras.Model:
+    """The trained network as a plain, uncompiled Keras model: no optimizer state and no loss or metric to
+    deserialize, so it loads with `keras.saving.load_model` anywhere Keras is (the optimizer state lives in the
+    checkpoint)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def verify_reload(model: keras.Model, path: str | Path, images: np.ndarray, tolerance=RELOAD_TOLERANCE) -> float:
+    """Reload ``path`` and compare its predictions on ``images`` with ``model``'s; raise past ``tolerance``."""
+    x = np.asarray(images, dtype=np.float32)
+    reloaded = keras.saving.load_model(path)
+    delta = float(np.max(np.abs(model.predict(x, verbose=0) - reloaded.predict(x, verbose=0)))) if len(x) else 0.0
+    if not delta <= tolerance:
+        raise EmotionError(f"reloaded {path} predicts differently from the trained model: max |dP| = {delta:.3g} "
+                           f"> {tolerance:g}")
+    return delta
+
+
+class ReloadCheck(Callback):
+    """The model file a run writes must load and predict what the live model does (on up to 64 held-out
+    images), before it replaces anything."""
+
+    def __init__(self, tolerance: float = RELOAD_TOLERANCE):
+        super().__init__()
+        self.tolerance = tolerance
+        self.delta: float | None = None
+
+    def on_model_written(self, trainer, module, path):
+        dm = trainer.datamodule
+        check = dm.test if len(dm.test) else dm.val if len(dm.val) else dm.train
+        self.delta = verify_reload(module.model, path, check.images[:64], self.tolerance)
+
+
+# ------------------------------------------------------------------------------------------ checkpoints
+class Checkpoint(Callback):
+    """At the end of every epoch, ``<out>/checkpoints/last.npz``: every variable of the network (weights and the
+    augmentation and dropout layers' random state), the optimizer's (moments, step count), the framework's
+    global random state where training draws from it (`backends.rng_state`), the epoch, the history so far and
+    each callback's `state_dict`. (Keras's `BackupAndRestore` keeps weights, optimizer and epoch, but neither
+    random state nor history nor callback state: a run it resumes takes other augmentations and dropout masks.) Written to a temporary name and renamed, so a kill leaves the previous
+    checkpoint whole. The data order is a function of the epoch (`emotion.data.datamodule.make_batches`), so nothing else is
+    needed to continue exactly. Removed once the run folder is complete (keep it with ``keep=True``)."""
+
+    def __init__(self, path: str | Path, keep: bool = False):
+        super().__init__()
+        self.path, self.keep = Path(path), keep
+
+    def on_epoch_end(self, epoch, logs=None):
+        save_checkpoint(self.path, self.trainer, epoch + 1)
+
+    def on_fit_end(self, trainer, module):
+        if not self.keep and self.path.exists():
+            self.path.unlink()
+            if not any(self.path.parent.iterdir()):
+                self.path.parent.rmdir()
+
+
+def _flat_states(callbacks) -> tuple[dict, dict]:
+    meta, arrays = {}, {}
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            continue
+        key = f"{i}:{type(cb).__name__}"
+        state = cb.state_dict()
+        if state:
+            meta[key] = {k: v for k, v in state.items() if not isinstance(v, np.ndarray)}
+            arrays.update({f"cb/{key}/{k}": v for k, v in state.items() if isinstance(v, np.ndarray)})
+    return meta, arrays
+
+
+def save_checkpoint(path: str | Path, trainer, next_epoch: int) -> None:
+    model = trainer.module.model
+    optimizer = getattr(model, "optimizer", None)
+    states, arrays = _flat_states(trainer.callbacks)
+    meta = {"format": 1, "epoch": next_epoch, "phase": trainer.phase, "history": trainer.history,
+            "config": trainer.config, "backend": keras.backend.backend(), "callbacks": states}
+    arrays.update({f"model/{i}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(model.variables)})
+    rng = backends.rng_state()
+    if rng is not None:
+        arrays["rng"] = rng
+    if optimizer is not None:
+        arrays.update({f"optimizer/{i}": keras.ops.convert_to_numpy(v.value)
+                       for i, v in enumerate(optimizer.variables)})
+    with atomic_path(path, ".npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """``{"meta": {...}, "model": [arrays], "optimizer": [arrays], "callbacks": {key: state}}``."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            files = {k: z[k] for k in z.files if k != "meta"}
+    except Exception as e:  # a truncated or foreign file: say which, never a traceback
+        raise EmotionError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})") from None
+
+    def listed(prefix):
+        keys = sorted((k for k in files if k.startswith(prefix + "/")), key=lambda k: int(k.split("/")[1]))
+        return [files[k] for k in keys]
+
+    callbacks = {}
+    for key, state in meta.get("callbacks", {}).items():
+        state = dict(state)
+        state.update({k.split("/", 2)[2]: v for k, v in files.items() if k.startswith(f"cb/{key}/")})
+        callbacks[key] = state
+    return {"meta": meta, "model": listed("model"), "optimizer": listed("optimizer"), "callbacks": callbacks,
+            "rng": files.get("rng")}
+
+
+def read_checkpoint_meta(path: str | Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return json.loads(str(z["meta"]))
+    except Exception as e:
+        raise EmotionError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e)[:80]})") from None
+
+
+def assign(variables, arrays, what: str) -> None:
+    if len(variables) != len(arrays) or any(tuple(v.shape) != a.shape for v, a in zip(variables, arrays, strict=False)):
+        raise EmotionError(f"the checkpoint's {what} does not fit this model ({len(arrays)} arrays for "
+                           f"{len(variables)} variables): was it written by another preset, size or module?")
+    for v, a in zip(variables, arrays, strict=True):
+        v.assign(a)
+
+
+# ------------------------------------------------------------------------------------------ the run folder
+class RunFolder(Callback):
+    """Write the run folder at the end of training: the model (plain, reloaded and checked by `ReloadCheck` and
+    any other `on_model_written` hook before it replaces anything), `metrics.json`, history, sample and confusion
+    plots. Each file goes to a temporary name first and is renamed into place; the model and `metrics.json`
+    carry the same ``run_id``."""
+
+    def __init__(self, out: str | Path, config: dict | None = None):
+        super().__init__()
+        self.out, self.config = Path(out), config or {}
+        self.metrics: dict | None = None
+
+    def on_fit_end(self, trainer, module):
+        from emotion import plots
+        from emotion.infer import write_meta
+        from emotion.training.trainer import model_meta, sample_indices
+
+        dm = trainer.datamodule
+        run_id = uuid.uuid4().hex
+        model = plain_copy(module.model)
+        meta = model_meta(model, dm, module.preset)
+        meta["run_id"] = run_id
+        with atomic_path(self.out / MODEL_FILE) as tmp:
+            os.unlink(tmp)  # Keras writes the file itself (and insists on the .keras suffix)
+            model.save(tmp)
+            write_meta(tmp, meta)
+            for cb in trainer.callbacks:
+                if isinstance(cb, Callback):
+                    cb.on_model_written(trainer, module, tmp)
+
+        test = trainer.test(module, dm) if len(dm.test) else None
+        val = trainer.validate(module, dm) if len(dm.val) else None
+        metrics = {
+            **backends.describe(),
+            "run_id": run_id,
+            "preset": module.preset,
+            "module": f"{type(module).__module__}:{type(module).__qualname__}",
+            "image_size": dm.cfg.image_size,
+            "color": dm.cfg.color,
+            "seed": self.config.get("seed", 0),
+            "class_names": dm.class_names,
+            "params": int(module.model.count_params()),
+            "split": dm.split_sizes(),
+            "invalid_files": [{"path": p, "reason": r} for p, r in dm.invalid],
+            "faces": dm.face_counts(),
+            "history": trainer.history,
+            "val": val,
+            "test": test,
+            "seconds": trainer.timings(),
+            "config": self.config,
+        }
+        write_json(self.out / "metrics.json", metrics)
+        with tempfile.TemporaryDirectory(dir=self.out, prefix=".plots-") as tmp:  # plots: same rule
+            tmp = Path(tmp)
+            made = []
+            if trainer.history:
+                plots.history(trainer.history, tmp / "history.png")
+                made.append("history.png")
+            sample = dm.test if len(dm.test) else dm.train
+            shown = sample_indices(sample.labels, 4)
+            probs = trainer.predict(module, sample.images[shown].astype(np.float32))
+            plots.samples(sample.images[shown], sample.labels[shown], dm.class_names, tmp / "samples.png", probs)
+            made.append("samples.png")
+            if test is not None:
+                plots.confusion(test["confusion_matrix"], dm.class_names, tmp / "confusion.png")
+                made.append("confusion.png")
+            for name in made:
+                os.replace(tmp / name, self.out / name)
+        self.metrics = metrics
+
+
+def default_callbacks(cfg, out: str | Path) -> list:
+    """What `emotion fit` runs with, from a `emotion.config.Config`: timing, TensorBoard, early stopping, flip TTA,
+    the reload check, the run folder and checkpoints (in the order their end-of-fit hooks run)."""
+    t, out = cfg.trainer, Path(out)
+    cbs: list = [EpochTimer()]
+    if t.tensorboard:
+        cbs.append(ScalarTensorBoard(out / "logs"))
+    if t.early_stopping or t.restore_best:
+        cbs.append(EarlyStopping(monitor="val_loss", patience=t.early_stopping or t.epochs,
+                                 restore_best_weights=t.restore_best, verbose=min(t.verbose, 1)))
+    if t.tta_flip:
+        cbs.append(FlipTTA())
+    cbs += [ReloadCheck(), RunFolder(out, cfg.to_dict())]
+    if t.checkpoint:
+        cbs.append(Checkpoint(out / CHECKPOINT_FILE))
+    return cbs

@@ -1,0 +1,148 @@
+"""The main job, end to end: `emotion fit` is this function.
+
+    metrics = fit_run(load_config("configs/seed.yaml", {"data.data": "../shared/data/web-happy-sad"}))
+    metrics = fit_run(cfg, resume=True)      # continue the run a kill interrupted (its last checkpoint)
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from emotion.config import Config, from_dict
+from emotion.data.datamodule import EmotionDataModule
+from emotion.errors import EmotionError
+from emotion.training.runfolder import RunLock, clean_temporaries
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def report_data(dm: EmotionDataModule) -> None:
+    for path, reason in dm.invalid:
+        log(f"skipped invalid file: {path}: {reason}")
+    log(f"data {dm.root}: classes {dm.class_names}; split {dm.split_sizes()}"
+        + (f"; {len(dm.invalid)} invalid file(s) skipped, none changed" if dm.invalid else ""))
+    faces = dm.face_counts()
+    if faces:
+        for path in dm.skipped:
+            log(f"no face found, skipped: {path}")
+        log(f"faces: {faces['cropped']} image(s) cropped to their largest face, {faces['kept_whole']} kept whole "
+            f"and {faces['skipped']} skipped (no face found)")
+
+
+IGNORED_ON_RESUME = {"trainer.verbose", "trainer.tensorboard", "trainer.out"}
+
+
+def checkpoint_config(out: Path) -> dict:
+    """The config a run folder's checkpoint was trained with."""
+    from emotion.training.callbacks import CHECKPOINT_FILE, read_checkpoint_meta
+
+    path = out / CHECKPOINT_FILE
+    if not path.is_file():
+        raise EmotionError(f"nothing to resume in {out}: no checkpoint"
+                           + ("; the run there is finished (--overwrite trains it again)"
+                              if (out / "metrics.json").exists() else ""))
+    return read_checkpoint_meta(path).get("config") or {}
+
+
+def resolve_resume(given: dict, out: Path) -> Config:
+    """The config of the checkpoint in ``out``, checked against the settings given for the resumed run
+    (``{"section.key": value}``): a resumed run must be the run that was interrupted. Output-only settings
+    (progress bars, TensorBoard) may differ."""
+    from emotion.config import flatten
+
+    saved = from_dict(checkpoint_config(out))
+    was = flatten(saved)
+    diffs = [f"{k} {v!r} (checkpoint: {was[k]!r})" for k, v in given.items()
+             if k not in IGNORED_ON_RESUME and k in was and was[k] != v]
+    if diffs:
+        raise EmotionError(f"cannot resume {out} with other settings: {'; '.join(diffs)}")
+    for key in IGNORED_ON_RESUME & set(given):
+        setattr(saved.trainer, key.split(".")[1], given[key])
+    saved.trainer.out = str(out)
+    return saved
+
+
+def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | None = None,
+            resume: bool = False, overwrite: bool = False, callbacks: list | None = None) -> dict:
+    """Set up the data (unless given), train, test and write the run folder (``out``, default the config's).
+
+    The folder is locked for the whole run (a second fit into it refuses). A finished run there is replaced only
+    with ``overwrite``; an interrupted one is continued with ``resume`` (or replaced with ``overwrite``).
+    ``callbacks`` are added to `emotion.training.callbacks.default_callbacks`."""
+    out = Path(out or cfg.trainer.out)
+    _importable(cfg.model.module)
+    created = not out.exists()
+    try:
+        with RunLock(out):
+            return _locked(cfg, dm, out, resume, overwrite, callbacks)
+    except BaseException:
+        if created and [p.name for p in out.iterdir()] == [".lock"]:  # nothing but our lock: leave no trace
+            (out / ".lock").unlink()
+            out.rmdir()
+        raise
+
+
+def _importable(spec: str) -> None:
+    """A --module that cannot be found fails before any data is read."""
+    import importlib.util
+    import os
+
+    name = spec.partition(":")[0]
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
+    try:
+        found = importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        found = False
+    if not found:
+        raise EmotionError(f"cannot import {name!r} for --module {spec}: no such module (run from the folder that "
+                           "holds it, or install it)")
+
+
+def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks) -> dict:
+    from emotion.training.callbacks import CHECKPOINT_FILE, MODEL_FILE
+
+    ckpt = out / CHECKPOINT_FILE
+    finished = (out / "metrics.json").exists() or (out / MODEL_FILE).exists()
+    if resume and not ckpt.is_file():
+        raise EmotionError(f"nothing to resume in {out}: no checkpoint"
+                           + ("; the run there is finished (--overwrite trains it again)" if finished else ""))
+    if not resume and not overwrite:
+        if ckpt.is_file():
+            raise EmotionError(f"{out} holds an interrupted run: --resume continues it, --overwrite starts "
+                               "again, or pick another --out")
+        if finished:
+            raise EmotionError(f"{out} holds a finished run: --overwrite replaces it, or pick another --out")
+    if overwrite and not resume and ckpt.is_file():
+        ckpt.unlink()
+    clean_temporaries(out)
+    if ckpt.parent.is_dir():
+        clean_temporaries(ckpt.parent)
+    return _fit(cfg, dm, out, ckpt if resume else None, callbacks)
+
+
+def _fit(cfg: Config, dm, out: Path, ckpt_path, extra) -> dict:
+    dm = dm or EmotionDataModule(cfg.data, seed=cfg.seed).setup()  # data errors surface before Keras loads
+    report_data(dm)
+    from emotion.models.module import load_module_class
+    from emotion.training.callbacks import RunFolder, default_callbacks
+    from emotion.training.trainer import Trainer, seed_everything
+
+    seed_everything(cfg.seed, cfg.trainer.deterministic)
+    module = load_module_class(cfg.model.module).from_config(cfg.model, dm.input_shape, dm.num_classes)
+    callbacks = default_callbacks(cfg, out) + list(extra or [])
+    trainer = Trainer.from_config(cfg, callbacks)
+    if cfg.model.init_from and ckpt_path is None:
+        from emotion.infer import load_keras_model
+        from emotion.models.presets import transfer_weights
+
+        copied = transfer_weights(load_keras_model(cfg.model.init_from), trainer.build(module))
+        log(f"started from {cfg.model.init_from}: weights of {copied} layer(s)")
+    if ckpt_path is not None:
+        log(f"resuming {out} from its checkpoint")
+    trainer.fit(module, dm, ckpt_path=ckpt_path)
+    return next(cb for cb in callbacks if isinstance(cb, RunFolder)).metrics
+

@@ -1,0 +1,92 @@
+"""A run folder that is never half-written, and never written by two processes at once.
+
+    with RunLock("runs/a"):                     # a second fit into runs/a refuses in one line
+        write_atomic("runs/a/metrics.json", text)  # a temporary name in the folder, then os.replace
+
+Every file is written under a temporary name beside its target and renamed into place (`os.replace` is atomic on
+POSIX), so a kill leaves either the old file or the new one, never a truncated one. The model and its
+`metrics.json` carry the same ``run_id``: a reader can tell that they belong together.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+from emotion.errors import EmotionError
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An exclusive `flock` on ``<folder>/.lock`` for as long as a fit writes the folder. The kernel drops it when
+    the process ends, however it ends, so a killed run never leaves a stale lock."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self._fd: int | None = None
+
+    def __enter__(self) -> RunLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / LOCK_FILE
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise EmotionError(f"{self.folder} is in use by another fit (pid {holder}); wait for it, or pick "
+                               "another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock; the file stays (removing it would race a waiting process)
+            self._fd = None
+
+
+@contextmanager
+def atomic_path(target: str | Path, suffix: str = ""):
+    """Yield a temporary path beside ``target``; on success it is renamed onto ``target``, on error removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix or target.suffix}", dir=target.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the target gets what a plain open() gives
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_atomic(target: str | Path, data: str | bytes) -> None:
+    with atomic_path(target) as tmp:
+        Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def write_json(target: str | Path, obj) -> None:
+    write_atomic(target, json.dumps(obj, indent=2))
+
+
+def clean_temporaries(folder: str | Path) -> None:
+    """Remove what a killed writer left behind (``.name.XXXX.tmp*`` files)."""
+    for p in Path(folder).glob(".*.tmp*"):
+        if p.is_file() and not p.is_symlink():
+            p.unlink()

@@ -1,0 +1,218 @@
+"""`Trainer`: how a module is trained. It runs the loops (Keras `fit` underneath) and nothing else; what a run
+writes, checks and measures are callbacks (`emotion.training.callbacks`), as in Lightning.
+
+    seed_everything(0)
+    dm = EmotionDataModule(cfg.data, seed=0).setup()
+    module = EmotionClassifier("seed", dm.input_shape, dm.num_classes)
+    trainer = Trainer(max_epochs=20, precision="float32", callbacks=default_callbacks(cfg, "runs/a"))
+    trainer.fit(module, dm)                                    # or ckpt_path="runs/a/checkpoints/last.npz"
+    trainer.test(module, dm)         # {"accuracy": .., "precision": .., "confusion_matrix": ..}
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+
+import backends
+from emotion.data.datamodule import EmotionDataModule
+from emotion.errors import EmotionError
+from emotion.metrics import score
+from emotion.models.module import EmotionClassifier
+from emotion.models.presets import freeze_features
+from emotion.training.callbacks import Callback, EpochTimer, assign, read_checkpoint
+
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
+    """Python, numpy and backend RNGs (`keras.utils.set_random_seed`), plus the backend's device setup."""
+    keras.utils.set_random_seed(seed)
+    backends.configure(deterministic=deterministic)
+
+
+class _Loop(keras.callbacks.Callback):
+    """The Trainer's own link to each epoch: it sets the data order for the epoch (a function of the epoch
+    number, so a resumed run sees the batches an uninterrupted one would), records the history and calls the
+    module's epoch hooks. It runs before every other callback."""
+
+    def __init__(self, trainer: Trainer, loader, rng=None):
+        super().__init__()
+        self.trainer, self.loader, self.rng = trainer, loader, rng
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.rng is not None:  # a resumed run: the global random state as it was after the last epoch, set
+            backends.set_rng_state(self.rng)  # here, after Keras's build pass (which may draw from it)
+            self.rng = None
+        if hasattr(self.loader, "set_epoch"):
+            self.loader.set_epoch(epoch + 1)
+        self.trainer.module.on_train_epoch_start(self.trainer, epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        for k, v in (logs or {}).items():
+            self.trainer.history.setdefault(k, []).append(float(v))
+        self.trainer.current_epoch = epoch + 1
+        self.trainer.module.on_train_epoch_end(self.trainer, epoch, dict(logs or {}))
+
+
+class Trainer:
+    """``Trainer(max_epochs, precision, callbacks, ...)``; `fit(module, datamodule, ckpt_path=None)`.
+
+    ``freeze_epochs`` N (transfer learning): the first N epochs train the head alone on frozen features, then the
+    network is compiled again (a fresh optimizer) and every layer trains. ``precision``: the Keras dtype policy
+    under which the module's `configure_model` builds the network."""
+
+    def __init__(self, max_epochs: int = 20, precision: str = "float32", callbacks: list | None = None,
+                 deterministic: bool = False, verbose: int = 1, freeze_epochs: int = 0, config: dict | None = None):
+        self.max_epochs, self.precision, self.deterministic = max_epochs, precision, deterministic
+        self.verbose, self.freeze_epochs, self.config = verbose, freeze_epochs, config or {}
+        self.callbacks = list(callbacks) if callbacks is not None else [EpochTimer()]
+        self.history: dict = {}
+        self.module: EmotionClassifier | None = None
+        self.datamodule: EmotionDataModule | None = None
+        self.current_epoch = 0
+        self.phase = 0
+        self.fit_seconds = 0.0
+        self.steps_per_epoch = 1
+
+    @classmethod
+    def from_config(cls, cfg, callbacks: list | None = None) -> Trainer:
+        """From a `emotion.config.Config` (its ``trainer`` section; the whole config goes into checkpoints), or
+        from a `TrainerConfig` alone."""
+        t = getattr(cfg, "trainer", cfg)
+        return cls(max_epochs=t.epochs, precision=t.precision, callbacks=callbacks, deterministic=t.deterministic,
+                   verbose=t.verbose, freeze_epochs=t.freeze_epochs,
+                   config=cfg.to_dict() if hasattr(cfg, "trainer") else None)
+
+    # -------------------------------------------------------------------------------------------- loops
+    def build(self, module: EmotionClassifier) -> keras.Model:
+        """The module's network, made by its `configure_model` under this trainer's precision (Keras's dtype
+        policy, set while the layers are made) unless it is made already."""
+        if not module.built:
+            previous = keras.config.dtype_policy()
+            keras.config.set_dtype_policy(self.precision)
+            try:
+                module.model = module.configure_model()
+            finally:
+                keras.config.set_dtype_policy(previous)
+        return module.model
+
+    def phases(self) -> list[tuple[int, int, bool]]:
+        """(first epoch, end epoch, features frozen) of each training phase."""
+        n, frozen = self.max_epochs, self.freeze_epochs
+        return [(0, frozen, True), (frozen, n, False)] if frozen else [(0, n, False)]
+
+    def fit(self, module: EmotionClassifier, datamodule: EmotionDataModule, ckpt_path=None) -> dict:
+        """Train ``module`` on ``datamodule``'s batches; with ``ckpt_path``, continue from that checkpoint."""
+        self.module, self.datamodule = module, datamodule
+        module.trainer = self
+        ckpt = read_checkpoint(ckpt_path) if ckpt_path else None
+        self.build(module)
+        train = datamodule.train_dataloader()
+        validation = datamodule.val_dataloader() if len(datamodule.val) else None
+        self.steps_per_epoch = len(train)
+        start = 0
+        self.history = {}
+        if ckpt is not None:
+            start = int(ckpt["meta"]["epoch"])
+            self.history = {k: list(v) for k, v in ckpt["meta"]["history"].items()}
+            keyed = {f"{i}:{type(cb).__name__}": cb for i, cb in enumerate(self.callbacks)}
+            for key, state in ckpt["callbacks"].items():
+                if key in keyed:
+                    keyed[key].load_state_dict(state)
+        self.current_epoch = start
+        for cb in self.callbacks:
+            if isinstance(cb, Callback):
+                cb.trainer = self
+                cb.on_fit_start(self, module)
+        module.on_fit_start(self)
+        if ckpt is not None:
+            assign(module.model.variables, ckpt["model"], "network")
+        loop = _Loop(self, train, rng=ckpt["rng"] if ckpt is not None else None)
+        t0 = time.perf_counter()
+        for phase, (first, last, freeze) in enumerate(self.phases()):
+            if last <= start:
+                continue
+            self.phase = phase
+            freeze_features(module.model, freeze)
+            module.compile(steps_per_epoch=len(train), epochs=last - first)
+            if ckpt is not None:
+                if ckpt["meta"]["phase"] == phase and ckpt["optimizer"]:  # mid-phase: the optimizer goes on too
+                    module.model.optimizer.build(module.model.trainable_variables)
+                    assign(module.model.optimizer.variables, ckpt["optimizer"], "optimizer state")
+                ckpt = None
+            # shuffle=False: the data module already shuffles, seeded per epoch. Keras's own shuffle would
+            # reorder the batches again with Python's global `random`, which TensorFlow's fit consumes differently
+            # from JAX's and PyTorch's, so the backends would see the same batches in different orders.
+            module.model.fit(train, validation_data=validation, initial_epoch=max(first, start), epochs=last,
+                             shuffle=False, callbacks=[loop, *self.callbacks], verbose=self.verbose)
+        self.fit_seconds = time.perf_counter() - t0
+        module.on_fit_end(self)
+        for cb in self.callbacks:
+            if isinstance(cb, Callback):
+                cb.on_fit_end(self, module)
+        return self.history
+
+    def predict(self, module: EmotionClassifier | keras.Model, batches) -> np.ndarray:
+        model = module.model if isinstance(module, EmotionClassifier) else module
+        return np.asarray(model.predict(batches, verbose=0))
+
+    def _score(self, module, dm: EmotionDataModule, split: str) -> dict:
+        part = getattr(dm, split)
+        if not len(part):
+            raise EmotionError(f"the {split} split is empty")
+        return score(self.predict(module, dm.dataloader(split)), part.labels, dm.class_names)
+
+    def validate(self, module, dm: EmotionDataModule) -> dict:
+        return self._score(module, dm, "val")
+
+    def test(self, module, dm: EmotionDataModule) -> dict:
+        return self._score(module, dm, "test")
+
+    def timings(self) -> dict:
+        timer = next((cb for cb in self.callbacks if isinstance(cb, EpochTimer)), None)
+        secs = (timer.seconds if timer else []) or [0.0]
+        warm = secs[1:] or secs
+        return {"fit": round(self.fit_seconds, 3), "first_epoch": round(secs[0], 3),
+                "per_step": round(float(np.median(warm)) / max(self.steps_per_epoch, 1), 4)}
+
+
+def sample_indices(labels, n: int = 4) -> np.ndarray:
+    """The first images of each class in turn (class 0, class 1, ..., class 0, ...), ``n`` in all: a sample
+    grid that shows every class, not the first ``n`` files of the first class."""
+    labels = np.asarray(labels)
+    queues = [list(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    out = []
+    while len(out) < min(n, len(labels)):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return np.array(out, dtype=int)
+
+
+def reference_inputs(shape, n: int = 4) -> np.ndarray:
+    """Generated images on which a model's outputs are recorded at training time (`model_meta`), so a copy of
+    the model can be checked anywhere, under any backend."""
+    return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+def model_meta(model: keras.Model, dm: EmotionDataModule, preset: str) -> dict:
+    """What a `.keras` carries for its users (`emotion.infer.read_meta`)."""
+    from emotion import __version__
+    from emotion.faces.detect import make_detector
+
+    ref = reference_inputs(model.input_shape[1:])
+    return {
+        "class_names": dm.class_names,
+        "faces": "crop" if dm.cfg.faces in ("crop", "given") else "none",
+        # trained on crops: the margin they were cut with; on given faces: the detector's own at inference
+        "margin": make_detector(dm.cfg.detector).margin if dm.cfg.faces == "crop" else None,
+        "detector": dm.cfg.detector,
+        "image_size": dm.cfg.image_size,
+        "color": dm.cfg.color,
+        "preset": preset,
+        "emotion_version": __version__,
+        **backends.describe(),
+        "reference": {"inputs": "numpy default_rng(0).integers(0, 256, (4, H, W, C), uint8)",
+                      "outputs": np.asarray(model.predict(ref.astype(np.float32), verbose=0)).tolist()},
+    }
