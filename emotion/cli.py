@@ -196,6 +196,14 @@ def _config(args):
     return resolve_resume(given, out)
 
 
+def _warn_chance(result: dict, what: str = "test") -> None:
+    from emotion.metrics import chance_line
+
+    line = chance_line(result, what)
+    if line:
+        print(f"emotion: {line}", file=sys.stderr)
+
+
 def cmd_fit(args) -> int:
     cfg = _config(args)
     if args.print_config:
@@ -210,6 +218,7 @@ def cmd_fit(args) -> int:
     if t:
         print(f"test: accuracy {t['accuracy']:.4f}  precision {t['precision']:.4f}  recall {t['recall']:.4f}  "
               f"f1 {t['f1']:.4f}  (n={t['n']})")
+        _warn_chance(t)
     print(f"run folder: {cfg.trainer.out}")
     return 0
 
@@ -226,6 +235,7 @@ def cmd_cv(args) -> int:
     result = cv_run(cfg, args.folds, resume=args.resume, overwrite=args.overwrite)
     for m, v in result["summary"].items():
         print(f"{m}: {v['mean']:.4f} ± {v['std']:.4f}")
+    _warn_chance(result["pooled"], "pooled test")
     print(f"cv folder: {cfg.trainer.out} (cv.md, cv.json, fold-*/)")
     return 0
 
@@ -301,6 +311,7 @@ def cmd_test(args) -> int:
                 o = result["on_faces"]
                 line += f"; on those {f['found']}: accuracy {o['accuracy']:.4f}, balanced {o['balanced_accuracy']:.4f}"
             print(line)
+    _warn_chance(result)
     return 0
 
 

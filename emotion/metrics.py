@@ -11,9 +11,44 @@ precision/recall/f1 are macro averages, with the per-class values under ``per_cl
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 EPS = 1e-7
+ALPHA = 0.05  # a result is "better than the majority class" when chance alone would give it less often than this
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p): how often answering at accuracy ``p`` gets ``k`` of ``n`` right or more."""
+    if k <= 0:
+        return 1.0
+    if p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    logs = [math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * math.log(p)
+            + (n - i) * math.log1p(-p) for i in range(k, n + 1)]
+    top = max(logs)
+    return float(min(1.0, math.exp(top) * sum(math.exp(v - top) for v in logs)))
+
+
+def vs_majority(correct: int, n: int, majority: int) -> dict:
+    """Is ``correct`` of ``n`` better than always answering the majority class (``majority`` of ``n``) by more
+    than chance allows? A one-sided binomial test against the majority share, at `ALPHA`."""
+    share = majority / n if n else 1.0
+    p_value = binomial_tail(correct, n, share) if n else 1.0
+    return {"majority_share": share, "p_value": p_value, "better_than_majority": bool(n and p_value < ALPHA)}
+
+
+def chance_line(result: dict, what: str = "test") -> str | None:
+    """The one line `fit`, `test` and `cv` print when a result is not better than the majority class."""
+    check = result.get("vs_majority") or {}
+    if not check or check["better_than_majority"]:
+        return None
+    return (f"warning: {what} accuracy {result['accuracy']:.4f} (n={result['n']}) is not better than always "
+            f"answering the majority class ({check['majority_share']:.4f}) by more than chance allows "
+            f"(binomial p = {check['p_value']:.2f}): this model has not shown it learned anything")
 
 
 def predicted_labels(probs) -> np.ndarray:
@@ -57,6 +92,7 @@ def score(probs, labels, class_names) -> dict:
         "f1_macro": float(np.mean([v["f1"] for v in per_class.values()])),
         "loss": float(loss),
         "n": int(len(labels)),
+        "vs_majority": vs_majority(int(np.trace(cm)), int(cm.sum()), int(cm.sum(axis=1).max()) if k else 0),
         "confusion_matrix": cm.tolist(),
         "per_class": per_class,
     }

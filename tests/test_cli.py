@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from conftest import BACKEND, run_cli, write_image
 
@@ -148,3 +149,18 @@ def test_console_entry_point_runs_in_a_fresh_process(tmp_path):
 
 def test_version(capsys):
     assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("emotion 0.")
+
+
+def test_a_result_no_better_than_the_majority_class_is_flagged(capsys):
+    from emotion.metrics import chance_line, score
+
+    labels = np.array([0] * 20 + [1] * 10)
+    always_happy = score(np.zeros(30), labels, ["happy", "sad"])  # 0.667 = the majority share: learned nothing
+    assert always_happy["vs_majority"]["majority_share"] == pytest.approx(2 / 3)
+    assert not always_happy["vs_majority"]["better_than_majority"]
+    assert "not better than always answering the majority class" in chance_line(always_happy)
+    right = score(labels.astype(float), labels, ["happy", "sad"])
+    assert right["vs_majority"]["better_than_majority"] and chance_line(right) is None
+    nearly = score(np.r_[np.zeros(20), np.ones(4), np.zeros(6)], labels, ["happy", "sad"])  # 24/30 vs 20/30
+    assert nearly["vs_majority"]["p_value"] == pytest.approx(0.08384, abs=1e-4)  # scipy.stats.binom.sf(23, 30, 2/3)
+    assert not nearly["vs_majority"]["better_than_majority"]

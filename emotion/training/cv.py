@@ -42,7 +42,13 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
     summary = {m: {"mean": float(np.mean([r["test"][m] for r in runs])),
                    "std": float(np.std([r["test"][m] for r in runs])),
                    "folds": [r["test"][m] for r in runs]} for m in METRICS}
-    result = {"folds": folds, "preset": cfg.model.preset, "image_size": cfg.data.image_size,
+    from emotion.metrics import vs_majority
+
+    correct = sum(int(np.trace(r["test"]["confusion_matrix"])) for r in runs)
+    n = sum(r["test"]["n"] for r in runs)
+    majority = int(np.sum([np.sum(r["test"]["confusion_matrix"], axis=1) for r in runs], axis=0).max())
+    pooled = {"accuracy": correct / n if n else 0.0, "n": n, "vs_majority": vs_majority(correct, n, majority)}
+    result = {"folds": folds, "pooled": pooled, "preset": cfg.model.preset, "image_size": cfg.data.image_size,
               "data": cfg.data.data, "seed": cfg.seed, "summary": summary, "runs": runs, "config": cfg.to_dict()}
     out.mkdir(parents=True, exist_ok=True)
     (out / "cv.json").write_text(json.dumps(result, indent=2))

@@ -51,6 +51,8 @@ def test_run_folder_follows_the_contract(run):
     t = saved["test"]
     assert {"accuracy", "precision", "recall", "f1", "confusion_matrix"} <= set(t)
     assert np.array(t["confusion_matrix"]).sum() == 6
+    assert set(t["vs_majority"]) == {"majority_share", "p_value", "better_than_majority"}
+    assert saved["run_id"] and saved["module"] == "emotion.models.module:EmotionClassifier"
     assert saved["seconds"]["fit"] > 0 and saved["seconds"]["per_step"] > 0
 
 
