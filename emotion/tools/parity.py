@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.config import parse_names
+from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
 from emotion.tools import harness
 
@@ -150,15 +151,20 @@ def epoch_fingerprints(events: list, epochs: int) -> list[list[str]]:
     return groups[-epochs:]
 
 
+class RecordingDataModule(EmotionDataModule):
+    """The data module, with every training batch the fit consumes fingerprinted into ``events`` (`_recording`)."""
+
+    def __init__(self, cfg, seed: int = 0, events: list | None = None):
+        super().__init__(cfg, seed=seed)
+        self.events = events
+
+    def train_dataloader(self):
+        loader = super().train_dataloader()
+        return loader if self.events is None else _recording(loader, self.events)
+
+
 def _worker_dm(spec: ParitySpec, events: list | None = None):
-    from emotion.data.datamodule import EmotionDataModule
-
-    class DataModule(EmotionDataModule):
-        def train_dataloader(self):
-            loader = super().train_dataloader()
-            return loader if events is None else _recording(loader, events)
-
-    return DataModule(spec.data_config(), seed=spec.seed).setup()
+    return RecordingDataModule(spec.data_config(), seed=spec.seed, events=events).setup()
 
 
 def _build(spec: ParitySpec, dm, learning_rate: float):
@@ -174,7 +180,7 @@ def _build(spec: ParitySpec, dm, learning_rate: float):
     from emotion.models.module import EmotionClassifier
 
     module = EmotionClassifier(spec.preset, dm.input_shape, dm.num_classes, learning_rate)
-    for layer in module.model._flatten_layers():
+    for layer in module.model.layers:  # the presets are flat: no nested models
         if isinstance(layer, keras.layers.Rescaling) and isinstance(layer.scale, float):
             layer.scale = np.dtype(layer.compute_dtype).type(layer.scale)
     return module
@@ -266,7 +272,6 @@ def _spawn(name: str, spec: ParitySpec, spec_path: Path, backend: str, log_path:
 
 def run_parity(spec: ParitySpec, tol: Tolerances | None = None) -> dict:
     """Run every step and return the report (also written to ``OUT/parity.json`` and ``OUT/parity.md``)."""
-    from emotion.data.datamodule import EmotionDataModule
 
     tol = tol or Tolerances()
     present, missing = harness.plan(spec.backends, need=2, what="parity", log=log)
