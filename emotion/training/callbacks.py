@@ -113,6 +113,15 @@ class EarlyStopping(keras.callbacks.EarlyStopping, Callback):
             self._apply(self._restored)
             self._restored = None
 
+    def finish_restored(self, model) -> None:
+        """A resumed run whose checkpoint was written after this callback had stopped training: end the phase as
+        `on_train_end` would have (the best epoch's weights, with ``restore_best_weights``)."""
+        if self._restored is not None:
+            self._apply(self._restored)
+            self._restored = None
+        if self.restore_best_weights and self.best_weights is not None:
+            model.set_weights(self.best_weights)
+
     def _apply(self, state: dict) -> None:
         self.wait, self.best, self.best_epoch = int(state["wait"]), float(state["best"]), int(state["best_epoch"])
         n = int(state.get("n_best", 0))
@@ -217,6 +226,7 @@ def save_checkpoint(path: str | Path, trainer, next_epoch: int) -> None:
     optimizer = getattr(model, "optimizer", None)
     states, arrays = _flat_states(trainer.callbacks)
     meta = {"format": 1, "epoch": next_epoch, "phase": trainer.phase, "history": trainer.history,
+            "stopped": bool(getattr(model, "stop_training", False)),  # early stopping ended this phase
             "config": trainer.config, "backend": keras.backend.backend(), "callbacks": states}
     arrays.update({f"model/{i}": keras.ops.convert_to_numpy(v.value) for i, v in enumerate(model.variables)})
     rng = backends.rng_state()

@@ -22,7 +22,7 @@ from emotion.errors import EmotionError
 from emotion.metrics import score
 from emotion.models.module import EmotionClassifier
 from emotion.models.presets import freeze_features
-from emotion.training.callbacks import Callback, EpochTimer, assign, read_checkpoint
+from emotion.training.callbacks import Callback, EarlyStopping, EpochTimer, assign, read_checkpoint
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -130,8 +130,15 @@ class Trainer:
             assign(module.model.variables, ckpt["model"], "network")
         loop = _Loop(self, train, rng=ckpt["rng"] if ckpt is not None else None)
         t0 = time.perf_counter()
+        stopped = ckpt["meta"]["phase"] if ckpt is not None and ckpt["meta"].get("stopped") else None
         for phase, (first, last, freeze) in enumerate(self.phases()):
             if last <= start:
+                continue
+            if phase == stopped:  # the interrupted run had stopped early in this phase: end it as it would have
+                for cb in self.callbacks:
+                    if isinstance(cb, EarlyStopping):
+                        cb.finish_restored(module.model)
+                ckpt = None
                 continue
             self.phase = phase
             freeze_features(module.model, freeze)

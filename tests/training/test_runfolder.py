@@ -18,7 +18,7 @@ FIT = ["--epochs", "3", "--image-size", "24", "--batch-size", "8", "--cache", "o
        "seed-plus", "--deterministic"]  # seed-plus: augmentation and dropout draw random numbers every step
 
 
-def _fit_killed(data, out, kill_at: str, extra=(), epochs: int = 3, preset: str = "seed-plus"):
+def _fit_killed(data, out, kill_at: str, extra=(), epochs: int = 3, preset: str = "seed-plus", more=()):
     """`fit_run` in a fresh process that SIGKILLs itself: at global training step N (``"step:N"``), or while the
     run folder's model is written (``"save"``)."""
     code = textwrap.dedent(f"""
@@ -37,13 +37,16 @@ def _fit_killed(data, out, kill_at: str, extra=(), epochs: int = 3, preset: str 
                 Kill.step += 1
                 if {kill_at!r}.startswith("step:") and Kill.step == int({kill_at!r}[5:]):
                     os.kill(os.getpid(), signal.SIGKILL)
+            def on_epoch_end(self, epoch, logs=None):
+                if {kill_at!r} == "stopped" and self.model.stop_training:  # after the checkpoint was written
+                    os.kill(os.getpid(), signal.SIGKILL)
             def on_model_written(self, trainer, module, path):
                 if {kill_at!r} == "save":
                     os.kill(os.getpid(), signal.SIGKILL)
 
         p = argparse.ArgumentParser()
         add_arguments(p)
-        args = p.parse_args({["--data", str(data), "--out", str(out), *FIT, "--epochs", str(epochs), "--preset", preset]!r})
+        args = p.parse_args({["--data", str(data), "--out", str(out), *FIT, "--epochs", str(epochs), "--preset", preset, *more]!r})
         fit_run(config_from_args(args), overwrite={"--overwrite" in extra}, callbacks=[Kill()])
     """)
     env = dict(os.environ, KERAS_BACKEND=BACKEND)
@@ -77,6 +80,21 @@ def test_killed_run_resumes_to_the_uninterrupted_result(synth_dir, tmp_path, cap
     assert b["history"] == a["history"], f"killed at step {at}"
     assert b["test"] == a["test"] and b["val"] == a["val"]
     assert not (killed / "checkpoints").exists(), "a finished run drops its checkpoint"
+
+
+def test_a_run_killed_after_early_stopping_resumes_to_the_same_end(synth_dir, tmp_path):
+    """Early stopping ended the run (lr 0: val_loss never improves, patience 1: it stops after epoch 2) and the
+    process died before the run folder was written: the resumed run ends there too, with the best weights."""
+    stop = ["--lr", "0", "--early-stopping", "1", "--restore-best"]
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    assert main(["fit", "--data", str(synth_dir), "--out", str(full), *FIT, "--epochs", "4", "--preset", "seed",
+                 *stop]) == 0
+    proc = _fit_killed(synth_dir, killed, "stopped", epochs=4, preset="seed", more=stop)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    assert main(["fit", "--out", str(killed), "--resume", "--quiet"]) == 0
+    a = json.loads((full / "metrics.json").read_text())
+    b = json.loads((killed / "metrics.json").read_text())
+    assert len(a["history"]["loss"]) == 2 and b["history"] == a["history"] and b["test"] == a["test"]
 
 
 def test_a_kill_while_saving_leaves_the_previous_run_intact(synth_dir, tmp_path):
