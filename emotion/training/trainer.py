@@ -147,6 +147,10 @@ class Trainer:
                 if ckpt["meta"]["phase"] == phase and ckpt["optimizer"]:  # mid-phase: the optimizer goes on too
                     module.model.optimizer.build(module.model.trainable_variables)
                     assign(module.model.optimizer.variables, ckpt["optimizer"], "optimizer state")
+                else:  # resumed at a phase boundary: this phase starts afresh, as it would have
+                    for cb in self.callbacks:
+                        if isinstance(cb, EarlyStopping):
+                            cb.load_state_dict(None)
                 ckpt = None
             # shuffle=False: the data module already shuffles, seeded per epoch. Keras's own shuffle would
             # reorder the batches again with Python's global `random`, which TensorFlow's fit consumes differently
