@@ -180,13 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------------------------- commands
-def _config(args):
-    """The settings of a fit or cv: defaults, --config, flags; with --resume, the checkpoint's, which the
-    given settings must agree with."""
+def _config(args, from_checkpoint: bool = True):
+    """The settings of a fit or cv: defaults, --config, flags; with `fit --resume`, the checkpoint's, which the
+    given settings must agree with (`cv --resume` resumes fold by fold with the settings given)."""
     from emotion.config import flatten, load_config, overrides_from_args
 
     overrides = overrides_from_args(args)
-    if not getattr(args, "resume", False):
+    if not (from_checkpoint and getattr(args, "resume", False)):
         return load_config(args.config, overrides)
     from emotion.training.run import resolve_resume
 
@@ -224,7 +224,7 @@ def cmd_fit(args) -> int:
 
 
 def cmd_cv(args) -> int:
-    cfg = _config(args)
+    cfg = _config(args, from_checkpoint=False)
     if args.print_config:
         from emotion.config import to_yaml
 

@@ -157,3 +157,17 @@ def _umask():
     m = os.umask(0)
     os.umask(m)
     return m
+
+
+def test_cv_resume_reads_finished_folds_back(synth_dir, tmp_path, capsys):
+    args = ["cv", "--data", str(synth_dir), "--out", str(tmp_path / "cv"), "--folds", "2", "--epochs", "1",
+            "--image-size", "24", "--quiet", "--cache", "off", "--no-tensorboard"]
+    assert main(args) == 0
+    first = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    capsys.readouterr()
+    assert main(args) == 2 and "holds a finished run" in capsys.readouterr().err
+    mtime = (tmp_path / "cv" / "fold-0" / "imageclassifier.keras").stat().st_mtime_ns
+    assert main([*args, "--resume"]) == 0  # nothing left to train: both folds are read back
+    again = json.loads((tmp_path / "cv" / "cv.json").read_text())
+    assert again["summary"] == first["summary"]
+    assert (tmp_path / "cv" / "fold-0" / "imageclassifier.keras").stat().st_mtime_ns == mtime
