@@ -204,13 +204,17 @@ def _warn_chance(result: dict, what: str = "test") -> None:
         print(f"emotion: {line}", file=sys.stderr)
 
 
+def _print_config(cfg) -> int:
+    from emotion.config import to_yaml
+
+    print(to_yaml(cfg), end="")
+    return 0
+
+
 def cmd_fit(args) -> int:
     cfg = _config(args)
     if args.print_config:
-        from emotion.config import to_yaml
-
-        print(to_yaml(cfg), end="")
-        return 0
+        return _print_config(cfg)
     from emotion.training.run import fit_run
 
     metrics = fit_run(cfg, resume=args.resume, overwrite=args.overwrite)
@@ -226,10 +230,7 @@ def cmd_fit(args) -> int:
 def cmd_cv(args) -> int:
     cfg = _config(args, from_checkpoint=False)
     if args.print_config:
-        from emotion.config import to_yaml
-
-        print(to_yaml(cfg), end="")
-        return 0
+        return _print_config(cfg)
     from emotion.training.cv import cv_run
 
     result = cv_run(cfg, args.folds, resume=args.resume, overwrite=args.overwrite)

@@ -28,12 +28,11 @@ with ``keras.saving.load_model`` where `emotion` is not installed.
 from __future__ import annotations
 
 import importlib
-import os
-import sys
 
 import keras
 
 from emotion.errors import EmotionError
+from emotion.models import find_user_module
 from emotion.models.presets import build_model
 
 
@@ -118,11 +117,7 @@ class EmotionClassifier:
 
 def load_module_class(spec: str) -> type[EmotionClassifier]:
     """``"package.module:Class"`` -> the class, which must subclass `EmotionClassifier`."""
-    mod_name, _, cls_name = spec.partition(":")
-    if not mod_name or not cls_name:
-        raise EmotionError(f"--module must be package.module:Class, got {spec!r}")
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.append(os.getcwd())  # a module file beside the user, as `python -m` would find it
+    mod_name, cls_name = find_user_module(spec)
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as e:

@@ -12,6 +12,7 @@ from pathlib import Path
 from emotion.config import Config, from_dict
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
+from emotion.models import find_user_module
 from emotion.training.runfolder import RunLock, clean_temporaries
 
 
@@ -73,7 +74,7 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
     with ``overwrite``; an interrupted one is continued with ``resume`` (or replaced with ``overwrite``).
     ``callbacks`` are added to `emotion.training.callbacks.default_callbacks`."""
     out = Path(out or cfg.trainer.out)
-    _importable(cfg.model.module)
+    find_user_module(cfg.model.module)  # a wrong --module fails before any data is read
     created = not out.exists()
     try:
         with RunLock(out):
@@ -83,23 +84,6 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
             (out / ".lock").unlink()
             out.rmdir()
         raise
-
-
-def _importable(spec: str) -> None:
-    """A --module that cannot be found fails before any data is read."""
-    import importlib.util
-    import os
-
-    name = spec.partition(":")[0]
-    if os.getcwd() not in sys.path:
-        sys.path.append(os.getcwd())
-    try:
-        found = importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        found = False
-    if not found:
-        raise EmotionError(f"cannot import {name!r} for --module {spec}: no such module (run from the folder that "
-                           "holds it, or install it)")
 
 
 def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks) -> dict:
