@@ -21,6 +21,7 @@ from pathlib import Path
 from emotion.config import parse_names
 from emotion.errors import EmotionError
 from emotion.faces.detect import DETECTORS, FACE_MODES
+from emotion.infer import RUNTIMES
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -54,9 +55,20 @@ def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--classes", type=parse_names, help="comma-separated subset of class folders (default: all)")
 
 
-def _model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="a .keras file (default: the happy/sad face model that ships with emotion)")
+def _model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
+    p.add_argument("--model", help="a .keras file" + (" or its .onnx export" if runtime else "") +
+                   " (default: the happy/sad face model that ships with emotion)")
     p.add_argument("--detector", choices=DETECTORS, help="face detector (default: blazeface; docs/faces.md)")
+    if runtime:
+        p.add_argument("--runtime", choices=RUNTIMES,
+                       help="keras: the .keras under the backend; onnx: the ONNX export under onnxruntime, with no "
+                            "TensorFlow, JAX or PyTorch (the fastest start; the shipped model has both). "
+                            "Default: from the --model file's suffix")
+
+
+def _uses_keras(args) -> bool:
+    """Whether the command needs a Keras backend: not for a model run by onnxruntime."""
+    return getattr(args, "runtime", None) != "onnx" and not str(getattr(args, "model", None) or "").endswith(".onnx")
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
@@ -107,7 +119,7 @@ def _args_test(p):
 
 def _args_predict(p):
     _backend_args(p)
-    _model_arg(p)
+    _model_arg(p, runtime=True)
     p.add_argument("paths", nargs="+", metavar="PATH", help="image files and folders (searched recursively)")
     p.add_argument("--faces", choices=FACE_MODES,
                    help="classify the largest face of each image, all faces, or none (the whole image); "
@@ -120,7 +132,7 @@ def _args_predict(p):
 
 def _args_video(p):
     _backend_args(p)
-    _model_arg(p)
+    _model_arg(p, runtime=True)
     p.add_argument("source", help="a video file, or a camera index such as 0")
     p.add_argument("--out", help="write the annotated video here (.mp4)")
     p.add_argument("--csv", help="write a row per face per frame here (frame, time, box, label, probabilities)")
@@ -335,7 +347,7 @@ def cmd_predict(args) -> int:
         if Path(args.annotate).exists() and not Path(args.annotate).is_dir():
             raise EmotionError(f"--annotate needs a folder; {args.annotate} is a file")
         Path(args.annotate).mkdir(parents=True, exist_ok=True)
-    clf = Predictor.load(args.model, faces=args.faces, detector=args.detector)
+    clf = Predictor.load(args.model, faces=args.faces, detector=args.detector, runtime=args.runtime)
     names = clf.class_names
     positive = names[-1] if len(names) == 2 else None
     writer = None
@@ -417,7 +429,7 @@ def cmd_video(args) -> int:
     if args.detect_every < 1:
         raise EmotionError(f"--detect-every must be at least 1, got {args.detect_every}")
     video.open_source(args.source).release()  # a bad source fails before the model loads
-    clf = Predictor.load(args.model, detector=args.detector)
+    clf = Predictor.load(args.model, detector=args.detector, runtime=args.runtime)
     faces = args.faces or ("all" if clf.face_model else "none")
     result = video.run(args.source, clf, out=args.out, csv_path=args.csv, show=args.show, faces=faces,
                        smooth=args.smooth, detect_every=args.detect_every, max_frames=args.max_frames,
@@ -499,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # usage errors (2), --help and --version (0)
         return e.code if isinstance(e.code, int) else 2
     try:
-        if hasattr(args, "backend"):
+        if hasattr(args, "backend") and _uses_keras(args):
             import backends
 
             backends.select(args.backend, deterministic=bool(getattr(args, "deterministic", False)))

@@ -26,6 +26,7 @@ from emotion.errors import EmotionError
 from emotion.faces.detect import FACE_MODES, face_inputs, make_detector
 
 META_MEMBER = "emotion.json"
+ONNX_META_KEY = "emotion"  # the same JSON, in an ONNX file's metadata_props (written by `emotion export`)
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 SHIPPED = {"happy-sad": SHIPPED_DIR / "happy-sad.keras"}  # name -> file inside the package
 DEFAULT_MODEL = "happy-sad"
@@ -33,14 +34,28 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 # ----------------------------------------------------------------------------------------------- files
-def resolve_model(name_or_path: str | Path | None = None) -> Path:
-    """A shipped model's name (default: the happy/sad face model) or a path, checked before Keras loads."""
+RUNTIMES = ("keras", "onnx")
+
+
+def resolve_model(name_or_path: str | Path | None = None, runtime: str | None = None) -> Path:
+    """A shipped model's name (default: the happy/sad face model) or a path, checked before anything loads.
+    ``runtime``: 'keras' (a `.keras` under the running backend) or 'onnx' (its ONNX export under onnxruntime);
+    None: from the file's suffix. A shipped model comes in both."""
     key = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    if runtime is not None and runtime not in RUNTIMES:
+        raise EmotionError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
     path = SHIPPED.get(key, Path(key))
+    if key in SHIPPED and runtime == "onnx":
+        path = path.with_suffix(".onnx")
     if not path.is_file():
         what = "shipped model" if key in SHIPPED else "model file"
         raise EmotionError(f"{what} not found: {path}")
-    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+    runtime = runtime or ("onnx" if path.suffix == ".onnx" else "keras")
+    if runtime == "onnx":
+        if path.suffix != ".onnx":
+            raise EmotionError(f"--runtime onnx takes an .onnx file, got {path} (make one with: emotion export "
+                               f"--model {path} --format onnx --out {path.with_suffix('.onnx')})")
+    elif path.suffix != ".keras" or not zipfile.is_zipfile(path):
         raise EmotionError(f"not a Keras model file (.keras zip): {path}")
     return path
 
@@ -94,6 +109,59 @@ def load_keras_model(path: str | Path):
         raise EmotionError(f"cannot load model {path}: {msg}") from None
 
 
+class OnnxModel:
+    """An ONNX export run by onnxruntime, with the part of a Keras model's interface that `Predictor` uses
+    (``input_shape``, ``output_shape``, ``predict_on_batch``): no deep-learning framework is imported.
+    ``meta``: the `emotion.json` that `emotion export` puts in the file's metadata (key ``emotion``)."""
+
+    def __init__(self, path: str | Path):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EmotionError("--runtime onnx needs onnxruntime: pip install -e '.[onnx]'") from None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # errors only
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=ort.get_available_providers())
+        except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise EmotionError(f"cannot load ONNX model {path}: {str(e).strip()[:160] or type(e).__name__}") \
+                from None
+        (inp,), out = self.session.get_inputs(), self.session.get_outputs()[0]
+        self.input_name = inp.name
+        fixed = [d if isinstance(d, int) and d > 0 else None for d in inp.shape]
+        self.input_shape = (None, *fixed[1:])
+        self.output_shape = (None, *[d if isinstance(d, int) and d > 0 else None for d in out.shape[1:]])
+        self.batch = fixed[0]  # a fixed batch size the export was traced with, else None
+        try:
+            meta = json.loads(self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY, "{}"))
+        except ValueError:
+            meta = {}
+        self.meta = meta if isinstance(meta, dict) else {}
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, np.float32)
+        if self.batch is None or len(x) == self.batch:
+            return self.session.run(None, {self.input_name: x})[0]
+        parts = []
+        for start in range(0, len(x), self.batch):
+            part = x[start:start + self.batch]
+            pad = self.batch - len(part)
+            if pad:
+                part = np.concatenate([part, np.zeros((pad, *part.shape[1:]), np.float32)])
+            parts.append(self.session.run(None, {self.input_name: part})[0][:self.batch - pad])
+        return np.concatenate(parts)
+
+
+def load_model(path: str | Path | None = None, runtime: str | None = None):
+    """(model, meta): a Keras model (or an `OnnxModel` for runtime 'onnx' or an .onnx file) and its metadata."""
+    path = resolve_model(path, runtime)
+    if path.suffix == ".onnx":
+        model = OnnxModel(path)
+        return model, model.meta or read_meta(path)
+    meta = read_meta(path)
+    return load_keras_model(path), meta
+
+
 def image_files(paths: Iterable[str | Path]) -> list[Path]:
     """Files as given and image files under folders (recursively, sorted, hidden ones left out). Every path
     is checked before anything is loaded: a missing one is an error."""
@@ -136,12 +204,11 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path | None = None, class_names: list[str] | None = None,
-             faces: str | None = None, detector: str | None = None) -> Predictor:
+             faces: str | None = None, detector: str | None = None, runtime: str | None = None) -> Predictor:
         """``faces=None``: 'largest' for a model trained on faces, else 'none'. ``detector``: blazeface (default)
-        or haar."""
-        path = resolve_model(path)
-        meta = read_meta(path)
-        model = load_keras_model(path)
+        or haar. ``runtime``: 'keras' (default for a .keras) or 'onnx' (the model's ONNX export under
+        onnxruntime; no TensorFlow, JAX or PyTorch is imported)."""
+        model, meta = load_model(path, runtime)
         outputs = int(model.output_shape[-1])
         k = max(outputs, 2)
         names = class_names or meta.get("class_names")
@@ -198,6 +265,37 @@ class Predictor:
         found = self.inputs(image, faces)
         probs = self.probabilities(np.stack([x for _, x in found]))
         return [self._face_row(f, i, p) for i, ((f, _), p) in enumerate(zip(found, probs, strict=True))]
+
+    def predict(self, image, faces: str | None = None) -> list[dict]:
+        """Rows (one per face, or one for the whole image) for an image file, or for an array of raw 0-255
+        pixel values: (H, W, 3) RGB, as PIL or ``cv2.cvtColor(cv2.imread(f), cv2.COLOR_BGR2RGB)`` gives it, or
+        (H, W) gray. The model resizes and rescales inside: do not divide by 255 (a warning says so when every
+        value lies in [0, 1]). ``faces``: 'largest', 'all' or 'none' (default: the model's own)."""
+        if isinstance(image, str | Path):
+            if not Path(image).is_file():
+                raise EmotionError(f"image not found: {image}")
+            rows = list(self.predict_files([image], faces))
+            if rows and "error" in rows[0]:
+                raise EmotionError(f"cannot read image {image}: {rows[0]['error']}")
+            return rows
+        x = np.asarray(image)
+        if x.ndim == 3 and x.shape[-1] == 1:
+            x = x[..., 0]
+        if not (x.ndim == 2 or (x.ndim == 3 and x.shape[-1] in (3, 4))) or min(x.shape[:2]) < 1 \
+                or x.dtype.kind not in "uif":
+            raise EmotionError(f"expected an (H, W, 3) RGB or (H, W) gray image of numbers, got an array of shape "
+                               f"{x.shape} and dtype {x.dtype}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise EmotionError("the image holds NaN or infinite values")
+        if x.max() <= 1:
+            import warnings
+
+            warnings.warn("every pixel of this image lies in [0, 1], but the model takes raw 0-255 values (it "
+                          "rescales inside): multiply by 255, or pass the image as decoded", stacklevel=2)
+        if x.dtype != np.uint8:
+            x = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        x = x[..., :3] if x.ndim == 3 else np.repeat(x[..., None], 3, axis=2)  # detectors take RGB
+        return self.predict_image(x, faces)
 
     def _face_row(self, face, index: int, p) -> dict:
         return {"face": index if face else None, "box": list(face.box) if face else None,

@@ -41,6 +41,16 @@ def head(num_classes: int) -> layers.Layer:
     return layers.Dense(num_classes, activation="softmax", name="head", dtype=dtype)
 
 
+def input_name(channels: int) -> str:
+    """The input's name states its contract: raw 0-255 pixel values (the model rescales inside), RGB or gray.
+    It is the name of the input in the `.keras` and in every export (ONNX, SavedModel signature, ...)."""
+    return "gray_0_255" if channels == 1 else "rgb_0_255"
+
+
+def model_input(input_shape) -> keras.KerasTensor:
+    return keras.Input(tuple(input_shape), name=input_name(int(input_shape[-1])))
+
+
 def build_model(preset: str, input_shape=(256, 256, 3), num_classes: int = 2,
                 precision: str | None = None, **preset_args) -> keras.Model:
     """`precision`: one of PRECISIONS, set as Keras's dtype policy while the layers are made (each layer keeps
@@ -71,7 +81,7 @@ def seed(input_shape, num_classes):
     """The seed notebook's CNN, unchanged: three conv/max-pool blocks (16, 32, 16 filters), Dense(256)."""
     return keras.Sequential(
         [
-            keras.Input(input_shape),
+            model_input(input_shape),
             layers.Rescaling(1.0 / 255),
             layers.Conv2D(16, 3, activation="relu"),
             layers.MaxPooling2D(),
@@ -116,7 +126,7 @@ def seed_plus(input_shape, num_classes, dropout: float = 0.5):
     (flip, ±11° rotation, 10% zoom, 5% shift, contrast; training only) and dropout before and after Dense(256).
     Same parameters as `seed` (3,696,625 at 256x256). A batch-norm + global-pooling variant of it reached only
     0.66 and 0.50 test accuracy on the first two folds of web-happy-sad (211 training photos, 20 epochs)."""
-    inputs = keras.Input(input_shape)
+    inputs = model_input(input_shape)
     x = augmented_and_rescaled(inputs, rotation=0.03, zoom=0.1, translation=0.05, contrast=0.1)
     for filters in (16, 32, 16):
         x = layers.Conv2D(filters, 3, activation="relu")(x)
@@ -135,7 +145,7 @@ def vgg_bn(input_shape, num_classes, widths=(32, 64, 128, 256), dropout: float =
     Mild augmentation (flip, ±11° rotation, 8% zoom, 6% shift, contrast) runs in training only; FER2013's
     faces are already aligned, and stronger augmentation left this net underfitting in 15 epochs
     (train accuracy = val accuracy = 0.91). ~1.2M parameters."""
-    inputs = keras.Input(input_shape)
+    inputs = model_input(input_shape)
     x = augmented_and_rescaled(inputs, rotation=0.03, zoom=0.08, translation=0.06, contrast=0.2)
     for filters in widths:
         x = conv_bn(x, filters)
@@ -181,11 +191,20 @@ def freeze_features(model: keras.Model, frozen: bool) -> None:
         layer.trainable = not frozen or layer.name == "head"
 
 
+def for_inference(model: keras.Model) -> keras.Model:
+    """``model`` wrapped so that it is always called with ``training=False``. Keras's exporters trace
+    ``model.__call__`` with no ``training`` argument, and its random preprocessing layers then default to
+    training mode: a model with augmentation exported as it is either fails (tf2onnx has no random ops) or
+    augments every input it serves. The wrapper keeps the input's name and the model's weights."""
+    inputs = keras.Input(model.input_shape[1:], name=model.inputs[0].name)
+    return keras.Model(inputs, model(inputs, training=False), name=model.name)
+
+
 def with_flip_tta(model: keras.Model) -> keras.Model:
     """Test-time augmentation for mirror-symmetric tasks (faces): the mean of the model's outputs on the image
     and on its left-right mirror. A plain functional model (`keras.ops.flip`), so it saves, loads on every
     backend and exports like any other; training is unchanged (apply after `fit`)."""
-    inputs = keras.Input(model.input_shape[1:])
+    inputs = model_input(model.input_shape[1:])
     mirrored = keras.ops.flip(inputs, axis=2)
     outputs = layers.Average(name="flip_tta")([model(inputs), model(mirrored)])
     return keras.Model(inputs, outputs, name=f"{model.name}_tta")

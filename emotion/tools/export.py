@@ -210,6 +210,22 @@ def _fixed(dim) -> int | None:
     return int(dim) if isinstance(dim, int | np.integer) and dim > 0 else None
 
 
+def add_onnx_meta(path: Path, model_path: Path) -> None:
+    """Carry the model's `emotion.json` (class names, whether it crops faces, ...) into the ONNX file's
+    metadata_props, where `emotion predict --runtime onnx` reads it."""
+    import onnx
+
+    from emotion.infer import ONNX_META_KEY, read_meta
+
+    meta = read_meta(model_path)
+    if not meta:
+        return
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    model.metadata_props.add(key=ONNX_META_KEY, value=json.dumps(meta))
+    onnx.save_model(model, str(path))
+
+
 def run_onnx(path: Path):
     import onnxruntime as ort
 
@@ -302,6 +318,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path, quantize: st
     import backends
     from emotion.infer import load_keras_model
     from emotion.metrics import predicted_labels
+    from emotion.models.presets import for_inference
 
     backend = backends.current()
     out = check_request(fmt, out, quantize, backend)
@@ -318,6 +335,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path, quantize: st
 
     x = checks.images.astype(np.float32)
     expected = np.asarray(model.predict(x, verbose=0), dtype=np.float64)
+    model = for_inference(model)  # augmentation off in the artifact (Keras traces __call__ without training=)
     model(x[:1])  # a freshly loaded model must have been called once before Keras exports it
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -329,6 +347,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path, quantize: st
         raise EmotionError(f"{fmt} export under {backend} failed: {_first_line(e)}") from None
     if fmt == "onnx":
         single_file_onnx(out)
+        add_onnx_meta(out, model_path)
     seconds = time.perf_counter() - t0
 
     try:

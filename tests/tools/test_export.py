@@ -57,6 +57,25 @@ def test_every_promised_format_round_trips(fmt, model_file, tmp_path):
         assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"], "one self-contained file"
 
 
+def test_a_model_with_augmentation_exports_without_it(tmp_path):
+    """Keras's exporters trace __call__ without training=False, and random layers then augment (or, under
+    tf2onnx, do not convert): the export runs the model in inference mode, with its input's name kept."""
+    if missing_modules("onnx"):
+        pytest.skip(f"needs {missing_modules('onnx')}: pip install 'emotion[export]'")
+    import onnxruntime as ort
+
+    from emotion.models.presets import build_model
+
+    keras.utils.set_random_seed(2)
+    model = build_model("seed-plus", (24, 24, 3), 2)  # flip, rotation, zoom, shift and contrast in training
+    model(np.zeros((1, 24, 24, 3), np.float32))
+    model.save(tmp_path / "aug.keras")
+    report = export.export_model(tmp_path / "aug.keras", "onnx", tmp_path / "aug.onnx")
+    assert report["ok"] and report["max_abs_dp"] <= 1e-4, report
+    session = ort.InferenceSession(str(tmp_path / "aug.onnx"))
+    assert session.get_inputs()[0].name == "rgb_0_255"
+
+
 @pytest.mark.skipif("litert" not in FORMATS or not hasattr(backends._module(BACKEND), "litert_quantization"),
                     reason="LiteRT quantization is a TensorFlow-backend export")
 def test_quantized_litert_is_smaller_and_checked_by_accuracy(model_file, synth_dir, tmp_path, capsys):
