@@ -1,5 +1,6 @@
 """Put a run's model into the package as a shipped model (emotion/shipped/NAME.keras): the network and its
-`emotion.json` only, no optimizer state, plus the run's test figures and the command that trained it.
+`emotion.json` only, no optimizer state, plus the run's test figures and the command that trained it; and its
+verified ONNX export beside it (NAME.onnx, metadata included), which `emotion predict --runtime onnx` runs.
 
     emotion fit --config configs/fer2013-happy-sad.yaml --backend tensorflow
     python scripts/ship_model.py runs/fer2013-happy-sad happy-sad \
@@ -51,6 +52,12 @@ def main() -> None:
     write_meta(tmp, meta)
     os.replace(tmp, target)
     print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
+    from emotion.tools.export import export_model
+
+    report = export_model(target, "onnx", target.with_suffix(".onnx"))
+    if not report["ok"]:
+        raise SystemExit(f"the ONNX export failed its check: max |dP| {report['max_abs_dp']:.2g}")
+    print(f"wrote {target.with_suffix('.onnx')} ({report['bytes'] / 1e6:.1f} MB, max |dP| {report['max_abs_dp']:.2g})")
 
 
 if __name__ == "__main__":
