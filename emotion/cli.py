@@ -6,8 +6,9 @@ examples:
   emotion test --model runs/mine/imageclassifier.keras --data ~/more-faces
 
 Each command has --help. Keras is imported only after --backend (or $KERAS_BACKEND) picks the backend.
-Exit codes: 0 ok; 1 a check failed (parity, export verification, an unreadable input) or an internal error;
-2 bad usage or input, told in one line. EMOTION_DEBUG=1 shows tracebacks.
+Exit codes: 0 ok; 1 a check failed (parity, export verification); 2 bad usage or input (a missing or
+unreadable file, a bad flag or setting), told in one line; 3 an internal error, a bug: EMOTION_DEBUG=1 shows
+the traceback.
 """
 
 from __future__ import annotations
@@ -390,7 +391,7 @@ def cmd_predict(args) -> int:
         print(f"{counts['images']} image(s): {counts['faces']} face(s), {counts['whole']} scored whole (no face "
               f"found or --faces none), {counts['errors']} unreadable; {counts['images'] / max(seconds, 1e-9):.1f} "
               f"images/s", file=sys.stderr)
-    return 1 if counts["errors"] else 0
+    return 2 if counts["errors"] else 0  # bad input, though every readable image got its rows
 
 
 def _annotator(folder: Path):
@@ -529,4 +530,4 @@ def main(argv: list[str] | None = None) -> int:
         prefix = "error" if known else f"internal error ({type(e).__name__})"
         hint = "" if known else " (EMOTION_DEBUG=1 shows the traceback)"
         print(f"emotion: {prefix}: {text}{hint}", file=sys.stderr)
-        return 2 if known else 1
+        return 2 if known else 3

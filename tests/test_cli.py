@@ -60,7 +60,7 @@ def test_corrupt_model_file(capsys, tmp_path, model_file):
 
 def test_unreadable_image_for_predict(capsys, tmp_path, model_file):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
-    msg = one_line_error(capsys, ["predict", "--model", str(model_file), str(tmp_path / "broken.jpg")], code=1)
+    msg = one_line_error(capsys, ["predict", "--model", str(model_file), str(tmp_path / "broken.jpg")], code=2)
     assert "broken.jpg" in msg
 
 
@@ -164,3 +164,18 @@ def test_a_result_no_better_than_the_majority_class_is_flagged(capsys):
     nearly = score(np.r_[np.zeros(20), np.ones(4), np.zeros(6)], labels, ["happy", "sad"])  # 24/30 vs 20/30
     assert nearly["vs_majority"]["p_value"] == pytest.approx(0.08384, abs=1e-4)  # scipy.stats.binom.sf(23, 30, 2/3)
     assert not nearly["vs_majority"]["better_than_majority"]
+
+
+def test_exit_codes_are_the_documented_ones(capsys, monkeypatch):
+    from emotion import cli
+
+    assert "0 ok; 1 a check failed" in cli.__doc__ and "3 an internal error" in cli.__doc__
+    monkeypatch.delenv("EMOTION_DEBUG", raising=False)
+
+    def crash(args):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setitem(cli.COMMANDS, "synth", (*cli.COMMANDS["synth"][:2], crash))
+    assert main(["synth", "/tmp/never-written"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["emotion: internal error (RuntimeError): boom (EMOTION_DEBUG=1 shows the traceback)"]
