@@ -383,7 +383,9 @@ def loss_spread(values) -> float:
 
 
 def points_spread(values) -> float:
-    v = np.asarray(values, dtype=np.float64)
+    if all(x is None for x in values):  # undefined (0/0) under every backend: they agree
+        return 0.0
+    v = np.asarray(values, dtype=np.float64)  # undefined under some only (None -> nan): they do not
     return float((v.max() - v.min()) * 100) if np.all(np.isfinite(v)) else float("inf")
 
 
