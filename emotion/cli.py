@@ -495,17 +495,21 @@ def cmd_cache(args) -> int:
         raise EmotionError(f"cache location {where} is not a folder")
     if args.action == "clear":
         files, size = clear_cache(where)
-        print(f"removed {files} cache file(s), {size / 1e6:.1f} MB, from {where}; nothing else there was touched")
+        print(f"removed {files} cache file(s), {_size(size)}, from {where}; nothing else there was touched")
         return 0
     found = cache_entries(where)
     keys = {p.name.split(".")[0] for p in found["entries"]}
     print(f"cache: {where}" + ("" if where.is_dir() else " (not created yet)"))
-    print(f"entries: {len(keys)} decoded folder(s), {found['bytes'] / 1e6:.1f} MB in all")
+    print(f"entries: {len(keys)} decoded folder(s), {_size(found['bytes'])} in all")
     if found["old"]:
         print(f"old-format entries: {len(found['old']) // 2 or 1} (never read again; 'emotion cache clear' removes them)")
     if found["stale"]:
         print(f"temporary files of interrupted writers: {len(found['stale'])} (removed by the next run or by clear)")
     return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 def cmd_synth(args) -> int:

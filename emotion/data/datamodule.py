@@ -135,7 +135,7 @@ def read_image_file(path, max_image_mb: float = MAX_IMAGE_MB, inside: str | Path
             raise ValueError("broken symlink") from None
         raise ValueError(e.strerror or type(e).__name__) from None
     if inside is not None and not _within(os.path.realpath(path), os.path.realpath(inside)):
-        raise ValueError("symlink leads outside the data folder")
+        raise ValueError("outside the data folder (reached through a symlink)")
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"not a regular file ({_kind(st.st_mode)})")
     limit = int(max_image_mb * MB)
@@ -832,8 +832,8 @@ def quarantine(files: list[str], root: str | Path, dest: str | Path) -> list[tup
     for f in files:
         src = Path(os.path.realpath(Path(f).parent)) / Path(f).name  # the entry itself: a link stays a link
         if not _within(str(src.parent), root_real):
-            raise EmotionError(f"{f} lies outside the data folder {root} (through a symlinked folder); "
-                               "nothing was moved")
+            raise EmotionError(f"{f} lies outside the data folder {root} (through a symlinked folder), and is never "
+                               "moved; nothing was moved")
         if src in sources:
             continue  # the same file reached twice (two class folders linking to one)
         try:
