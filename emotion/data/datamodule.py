@@ -136,6 +136,8 @@ def read_image_file(path, max_image_mb: float = MAX_IMAGE_MB, inside: str | Path
         raise ValueError(e.strerror or type(e).__name__) from None
     if inside is not None and not _within(os.path.realpath(path), os.path.realpath(inside)):
         raise ValueError("outside the data folder (reached through a symlink)")
+    if stat.S_ISDIR(st.st_mode) and os.path.islink(path):
+        raise ValueError("a symlinked folder (not followed)")
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"not a regular file ({_kind(st.st_mode)})")
     limit = int(max_image_mb * MB)
@@ -207,10 +209,13 @@ def _subdirs(path: Path) -> list[str]:
 
 
 def _files_under(folder: Path) -> list[Path]:
+    """Every non-hidden entry below ``folder`` but its folders. A symlinked folder is not followed (no loops, no
+    reach out of the data folder): it is listed, and so reported as not a regular file."""
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        out += [Path(dirpath) / f for f in sorted(filenames) if not _is_hidden(f)]
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d) and d not in links)
+        out += [Path(dirpath) / f for f in sorted(filenames + links) if not _is_hidden(f)]
     return out
 
 

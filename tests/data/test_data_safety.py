@@ -69,11 +69,12 @@ def hostile(tmp_path):
     write_image(tmp_path / "elsewhere.png", size=(16, 16))
     os.symlink(tmp_path / "elsewhere.png", root / "sad" / "out.png")
     os.symlink("h0.png", root / "happy" / "inside.png")  # a link to a file inside the folder: valid
+    os.symlink("..", root / "sad" / "up")  # a folder loop: listed, never walked
     with open(root / "sad" / "big.jpg", "wb") as f:  # sparse: 3 MB on paper, nothing on disk
         f.truncate(3_000_000)
     reasons = {"pipe.jpg": "not a regular file (a FIFO)", "zero.jpg": "outside the data folder",
                "loop1.jpg": "symlink loop", "loop2.jpg": "symlink loop", "out.png": "outside the data folder",
-               "big.jpg": "file too large"}
+               "big.jpg": "file too large", "up": "a symlinked folder (not followed)"}
     return root, reasons
 
 
