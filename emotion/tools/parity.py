@@ -462,7 +462,8 @@ def _cells(values: dict, names: list[str], spread: float, loss: bool, points_tol
     """One metric's per-backend values, its spread and whether it is within tolerance (table cells)."""
     if loss:
         return [_f(values[b], 6) for b in names] + [f"{spread:.4%}", "yes" if spread <= loss_tol else "NO"]
-    return [f"{100 * values[b]:.2f}%" for b in names] + [f"{spread:.2f} pt", "yes" if spread <= points_tol else "NO"]
+    return ([("undefined" if values[b] is None else f"{100 * values[b]:.2f}%") for b in names]
+            + [f"{spread:.2f} pt", "yes" if spread <= points_tol else "NO"])
 
 
 def render(report: dict) -> str:
