@@ -54,6 +54,23 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--data", required=required, help="folder of class subfolders, or of train/ val/ test/")
     p.add_argument("--classes", type=parse_names, help="comma-separated subset of class folders (default: all)")
+    p.add_argument("--max-image-mb", type=_positive_int, default=50, metavar="MB",
+                   help="image files larger than this are reported and skipped, never read (default 50)")
+    p.add_argument("--quiet", action="store_true", help="no progress line while decoding")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+CACHE_HELP = ("decoded-image cache folder, or 'off' (default: $EMOTION_CACHE, $XDG_CACHE_HOME/emotion, "
+              "~/.cache/emotion)")
 
 
 def _model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
@@ -109,7 +126,7 @@ def _args_test(p):
     p.add_argument("--faces", choices=["crop", "none"],
                    help="crop each image to its largest face (whole image where none is found) or not; "
                         "default: crop for a model trained on faces")
-    p.add_argument("--cache", help="decoded-image cache folder, or 'off' (default ~/.cache/emotion)")
+    p.add_argument("--cache", help=CACHE_HELP)
     p.add_argument("--split", choices=("train", "val", "test"),
                    help="which split of a train/ val/ test/ folder (default: test)")
     p.add_argument("--tta-flip", action="store_true",
@@ -151,6 +168,12 @@ def _args_video(p):
 def _args_clean(p):
     _data_args(p, required=True)
     p.add_argument("--quarantine", help="move invalid files here, keeping their relative paths")
+
+
+def _args_cache(p):
+    p.add_argument("action", choices=["info", "clear"],
+                   help="info: where the cache is, its entries and size; clear: delete its entries (only those)")
+    p.add_argument("--cache", help=CACHE_HELP.replace(", or 'off'", ""))
 
 
 def _args_synth(p):
@@ -217,6 +240,16 @@ def _warn_chance(result: dict, what: str = "test") -> None:
         print(f"emotion: {line}", file=sys.stderr)
 
 
+def _figure(value) -> str:
+    """A metric for people: 4 decimals, or "undefined" (null in JSON) where it is 0/0."""
+    return "undefined" if value is None else f"{value:.4f}"
+
+
+def _warn_undefined(result: dict, what: str = "test") -> None:
+    for line in result.get("warnings", []):
+        print(f"emotion: warning: {what}: {line}", file=sys.stderr)
+
+
 def _print_config(cfg) -> int:
     from emotion.config import to_yaml
 
@@ -233,9 +266,12 @@ def cmd_fit(args) -> int:
     metrics = fit_run(cfg, resume=args.resume, overwrite=args.overwrite)
     t = metrics["test"]
     if t:
-        print(f"test: accuracy {t['accuracy']:.4f}  precision {t['precision']:.4f}  recall {t['recall']:.4f}  "
-              f"f1 {t['f1']:.4f}  (n={t['n']})")
+        print(f"test: accuracy {t['accuracy']:.4f}  precision {_figure(t['precision'])}  recall {_figure(t['recall'])}  "
+              f"f1 {_figure(t['f1'])}  (n={t['n']})")
+        _warn_undefined(t)
         _warn_chance(t)
+    if metrics.get("val"):
+        _warn_undefined(metrics["val"], "val")
     print(f"run folder: {cfg.trainer.out}")
     return 0
 
@@ -248,7 +284,8 @@ def cmd_cv(args) -> int:
 
     result = cv_run(cfg, args.folds, resume=args.resume, overwrite=args.overwrite)
     for m, v in result["summary"].items():
-        print(f"{m}: {v['mean']:.4f} ± {v['std']:.4f}")
+        print(f"{m}: {_figure(v['mean'])} ± {_figure(v['std'])}"
+              + (f" (undefined in fold(s) {v['undefined_in']})" if v.get("undefined_in") else ""))
     _warn_chance(result["pooled"], "pooled test")
     print(f"cv folder: {cfg.trainer.out} (cv.md, cv.json, fold-*/)")
     return 0
@@ -294,7 +331,10 @@ def cmd_test(args) -> int:
 
         clf.model = with_flip_tta(clf.model)
     faces = args.faces or ("crop" if clf.face_model else "none")
-    folder = load_folder(base, names, clf.image_size, clf.color, args.cache, faces=faces, detector=args.detector)
+    folder = load_folder(base, names, clf.image_size, clf.color, args.cache, faces=faces, detector=args.detector,
+                         max_image_mb=args.max_image_mb, progress=False if args.quiet else None)
+    for path, reason in folder.invalid:
+        print(f"emotion: skipped invalid file: {_text(path)}: {reason}", file=sys.stderr)
     if not len(folder):
         raise EmotionError(f"no valid images in {base}")
     probs = clf.probabilities(folder.images)
@@ -302,6 +342,7 @@ def cmd_test(args) -> int:
     result = score(probs[:, 1] if binary else probs, folder.labels, names)
     result.update({"model": str(args.model or "happy-sad (shipped)"), "data": str(base), "class_names": names,
                    "invalid_files": len(folder.invalid)})
+    fmt = _figure
     if faces == "crop":
         whole = set(folder.no_face)
         on_faces = np.array([p not in whole for p in folder.paths])
@@ -315,8 +356,8 @@ def cmd_test(args) -> int:
     else:
         print(f"{base}: {result['n']} images ({len(folder.invalid)} invalid skipped)")
         print(f"accuracy {result['accuracy']:.4f}  balanced accuracy {result['balanced_accuracy']:.4f}  "
-              f"precision {result['precision']:.4f}  recall {result['recall']:.4f}  f1 {result['f1']:.4f}  "
-              f"macro f1 {result['f1_macro']:.4f}  loss {result['loss']:.4f}")
+              f"precision {fmt(result['precision'])}  recall {fmt(result['recall'])}  f1 {fmt(result['f1'])}  "
+              f"macro f1 {fmt(result['f1_macro'])}  loss {result['loss']:.4f}")
         print(f"confusion matrix (rows true {names}, columns predicted): {result['confusion_matrix']}")
         if "faces" in result:
             f = result["faces"]
@@ -325,6 +366,7 @@ def cmd_test(args) -> int:
                 o = result["on_faces"]
                 line += f"; on those {f['found']}: accuracy {o['accuracy']:.4f}, balanced {o['balanced_accuracy']:.4f}"
             print(line)
+    _warn_undefined(result)
     _warn_chance(result)
     return 0
 
@@ -444,9 +486,9 @@ def cmd_video(args) -> int:
 def cmd_clean(args) -> int:
     from emotion.data.datamodule import quarantine, scan_invalid
 
-    invalid, valid = scan_invalid(args.data, args.classes)
+    invalid, valid = scan_invalid(args.data, args.classes, args.max_image_mb, progress=False if args.quiet else None)
     for path, reason in invalid:
-        print(f"invalid: {path}: {reason}")
+        print(f"invalid: {_text(path)}: {reason}")
     print(f"{valid} valid image(s), {len(invalid)} invalid in {args.data}")
     if args.quarantine and invalid:
         moves = quarantine([p for p, _ in invalid], args.data, args.quarantine)
@@ -454,6 +496,33 @@ def cmd_clean(args) -> int:
     elif invalid:
         print("nothing was changed; --quarantine DIR moves them out")
     return 0
+
+
+def cmd_cache(args) -> int:
+    from emotion.data.datamodule import cache_dir, cache_entries, clear_cache
+
+    where = cache_dir(args.cache)
+    if where is None:
+        raise EmotionError("the cache is off ('off' from --cache or $EMOTION_CACHE): there is nothing to show or clear")
+    if os.path.lexists(where) and not where.is_dir():
+        raise EmotionError(f"cache location {where} is not a folder")
+    if args.action == "clear":
+        files, size = clear_cache(where)
+        print(f"removed {files} cache file(s), {_size(size)}, from {where}; nothing else there was touched")
+        return 0
+    found = cache_entries(where)
+    keys = {p.name.split(".")[0] for p in found["entries"]}
+    print(f"cache: {where}" + ("" if where.is_dir() else " (not created yet)"))
+    print(f"entries: {len(keys)} decoded folder(s), {_size(found['bytes'])} in all")
+    if found["old"]:
+        print(f"old-format entries: {len(found['old']) // 2 or 1} (never read again; 'emotion cache clear' removes them)")
+    if found["stale"]:
+        print(f"temporary files of interrupted writers: {len(found['stale'])} (removed by the next run or by clear)")
+    return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 def cmd_synth(args) -> int:
@@ -498,6 +567,7 @@ COMMANDS = {
     "parity": ("train under every backend from the same weights and compare (parity.md)", _args_parity, cmd_parity),
     "data": ("import a data set as image folders", _args_data, cmd_data),
     "clean": ("list (and optionally quarantine) files that are not valid images", _args_clean, cmd_clean),
+    "cache": ("show (info) or empty (clear) the decoded-image cache", _args_cache, cmd_cache),
     "synth": ("draw a deterministic synthetic happy/sad face set", _args_synth, cmd_synth),
 }
 

@@ -90,7 +90,10 @@ class DataConfig:
     batch_size: int = opt(32, "images per training step", check=_at_least(1))
     split: list[float] = opt(help="train,val,test fractions of a folder that is not split already",
                              parse=parse_fractions, factory=lambda: [0.7, 0.2, 0.1])
-    cache: str | None = opt(None, "decoded-image cache folder, or 'off' (default ~/.cache/emotion)")
+    cache: str | None = opt(None, "decoded-image cache folder, or 'off' (default: $EMOTION_CACHE, "
+                            "$XDG_CACHE_HOME/emotion, ~/.cache/emotion)")
+    max_image_mb: int = opt(50, "image files larger than this many MB are reported and skipped, never read",
+                            check=_at_least(1), metavar="MB")
     faces: str = opt("none", "train on whole images (none), on each image's largest face (crop), or on images that "
                      "are face crops already (given); a face model crops faces in predict/test/video/serve",
                      choices=("none", "crop", "given"))

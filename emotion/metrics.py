@@ -58,11 +58,24 @@ def predicted_labels(probs) -> np.ndarray:
     return probs.argmax(-1)
 
 
-def _ratio(a, b) -> float:
-    return float(a / b) if b else 0.0
+def _ratio(a, b) -> float | None:
+    """a / b, or None (null in JSON: undefined) where b is 0."""
+    return float(a / b) if b else None
+
+
+def _mean(values) -> float | None:
+    """The mean of the defined values, None where none is."""
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
 
 
 def score(probs, labels, class_names) -> dict:
+    """Accuracy, balanced accuracy, precision, recall, f1, loss, the confusion matrix and per-class figures.
+
+    A figure that is 0/0 is undefined and is None (null in JSON), never 0 or 1: the recall of a class with no
+    image in the split, the precision of a class nothing was predicted as, and the f1 of a class that is neither
+    present nor predicted. Macro averages are over the classes where the figure is defined. ``warnings`` says, in
+    one line each, which classes had none."""
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=int)
     k = len(class_names)
     pred = predicted_labels(probs)
@@ -74,25 +87,34 @@ def score(probs, labels, class_names) -> dict:
     else:
         p = np.clip(probs[np.arange(len(labels)), labels], EPS, 1.0)
         loss = -np.mean(np.log(p)) if len(labels) else 0.0
-    per_class = {}
+    per_class, warnings = {}, []
     for i, c in enumerate(class_names):
-        prec, rec = _ratio(cm[i, i], cm[:, i].sum()), _ratio(cm[i, i], cm[i, :].sum())
-        per_class[c] = {"precision": prec, "recall": rec, "f1": _ratio(2 * prec * rec, prec + rec),
-                        "support": int(cm[i, :].sum())}
+        tp, predicted, support = cm[i, i], cm[:, i].sum(), cm[i, :].sum()
+        prec, rec = _ratio(tp, predicted), _ratio(tp, support)
+        f1 = _ratio(2 * tp, predicted + support)  # = 2PR/(P+R) where both are defined
+        per_class[c] = {"precision": prec, "recall": rec, "f1": f1, "support": int(support)}
+        if not support:
+            warnings.append(f"class {c!r} has no images here: its recall is undefined (null)"
+                            + ("" if predicted else ", and so are its precision and f1"))
+        elif not predicted:
+            warnings.append(f"no image was predicted as {c!r}: its precision is undefined (null)")
     if k == 2:
         summary = {m: per_class[class_names[1]][m] for m in ("precision", "recall", "f1")}
     else:
-        summary = {m: float(np.mean([v[m] for v in per_class.values()])) for m in ("precision", "recall", "f1")}
+        summary = {m: _mean(v[m] for v in per_class.values()) for m in ("precision", "recall", "f1")}
     present = [v for v in per_class.values() if v["support"]]
-    return {
-        "accuracy": _ratio(np.trace(cm), cm.sum()),
+    out = {
+        "accuracy": _ratio(np.trace(cm), cm.sum()) or 0.0,
         # the mean recall over the classes present: an imbalanced folder cannot flatter it
         "balanced_accuracy": float(np.mean([v["recall"] for v in present])) if present else 0.0,
         **summary,
-        "f1_macro": float(np.mean([v["f1"] for v in per_class.values()])),
+        "f1_macro": _mean(v["f1"] for v in per_class.values()),
         "loss": float(loss),
         "n": int(len(labels)),
         "vs_majority": vs_majority(int(np.trace(cm)), int(cm.sum()), int(cm.sum(axis=1).max()) if k else 0),
         "confusion_matrix": cm.tolist(),
         "per_class": per_class,
     }
+    if warnings:
+        out["warnings"] = warnings
+    return out

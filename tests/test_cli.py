@@ -118,6 +118,25 @@ def test_test_command_split_and_flip_tta(capsys, tmp_path, model_file, synth_dir
     one_line_error(capsys, ["test", "--model", str(model_file), "--data", str(synth_dir), "--split", "val"])
 
 
+def test_test_command_skips_special_files_and_says_what_is_undefined(capsys, model_file, tmp_path):
+    import os
+
+    d = tmp_path / "d"
+    for i in range(3):
+        write_image(d / "happy" / f"h{i}.png", seed=i)
+    (d / "sad").mkdir()
+    (d / "sad" / "bad.jpg").write_text("no image")
+    if hasattr(os, "mkfifo"):
+        os.mkfifo(d / "sad" / "pipe.jpg")
+    assert main(["test", "--model", str(model_file), "--data", str(d), "--cache", str(tmp_path / "c"), "--json",
+                 "--quiet"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert result["per_class"]["sad"]["recall"] is None and result["invalid_files"] == 1 + hasattr(os, "mkfifo")
+    assert "emotion: warning: test: class 'sad' has no images here" in err
+    assert "bad.jpg: not an image" in err and "internal error" not in err
+
+
 def test_clean_never_changes_files_without_quarantine(capsys, tmp_path):
     for c in ("happy", "sad"):
         write_image(tmp_path / "d" / c / "ok.png")

@@ -16,12 +16,17 @@ deletes, moves or writes a file inside the data folder.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import math
 import os
+import re
 import shutil
+import stat
+import sys
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,30 +39,37 @@ from emotion.config import DataConfig
 from emotion.errors import EmotionError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is invalid, never silently half-grey
+# Pillow's own decompression-bomb warning is replaced by the explicit pixel check in `_open` (a warnings filter
+# set per call is not thread-safe, and images are decoded in threads).
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
 SPLITS = ("train", "val", "test")
-_CACHE_VERSION = 1
+MAX_IMAGE_MB = 50  # default size limit of one image file (--max-image-mb)
+MB = 1_000_000
+_CACHE_VERSION = 2
 
 
 # ----------------------------------------------------------------------------------------------- images
-def load_image(source, image_size: int, color: str = "rgb") -> np.ndarray:
+def load_image(source, image_size: int, color: str = "rgb", max_image_mb: float = MAX_IMAGE_MB) -> np.ndarray:
     """Decode one image (path or bytes) to a ``(image_size, image_size, 3 or 1)`` uint8 array.
 
     Any Pillow-decodable JPEG/PNG/BMP/GIF/WebP/TIFF: grayscale, palette, RGBA (composited on white),
     CMYK, 16-bit (scaled to 8-bit). GIFs give their first frame. Resized with bilinear filtering (antialiased
     when shrinking) to a square, aspect ratio not kept, as the seed's `image_dataset_from_directory` did.
+    A path is read with `read_image_file` (a regular file of at most ``max_image_mb``); an image of more than
+    ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is refused from its header, before it is decoded.
     Raises ``ValueError`` with a short reason for anything else.
     """
-    img = _open(source, color, (image_size, image_size))
+    img = _open(source, color, (image_size, image_size), max_image_mb)
     img = img.resize((image_size, image_size), Image.Resampling.BILINEAR)
     return _array(img)
 
 
-def decode_image(source, color: str = "rgb", max_side: int = 1280) -> np.ndarray:
+def decode_image(source, color: str = "rgb", max_side: int = 1280, max_image_mb: float = MAX_IMAGE_MB) -> np.ndarray:
     """Decode one image (path or bytes) at its own aspect ratio, as (H, W, 3 or 1) uint8, its longer side
     shrunk to at most ``max_side`` (enough to find and crop faces; bounds the memory a huge photo takes).
     The same decoding rules and errors as `load_image`."""
-    img = _open(source, color, (max_side, max_side))
+    img = _open(source, color, (max_side, max_side), max_image_mb)
     if max(img.size) > max_side:
         scale = max_side / max(img.size)
         img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))),
@@ -70,30 +82,107 @@ def _array(img: Image.Image) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
-def _open(source, color: str, draft: tuple[int, int]) -> Image.Image:
+def _open(source, color: str, draft: tuple[int, int], max_image_mb: float = MAX_IMAGE_MB) -> Image.Image:
     """Decode to a Pillow image in RGB or L; big JPEGs are decoded at a reduced DCT scale no smaller than
-    ``draft``."""
-    data = Path(source).read_bytes() if not isinstance(source, bytes | bytearray) else bytes(source)
+    ``draft``. Every failure is a ``ValueError`` with a short reason."""
+    if isinstance(source, bytes | bytearray | memoryview):
+        data = bytes(source)
+    else:
+        data = read_image_file(source, max_image_mb)
     if not data:
         raise ValueError("empty file")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            fmt = img.format
-            if fmt not in SUPPORTED_FORMATS:
-                raise ValueError(f"unsupported image type {fmt}")
-            if fmt in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
-                img.draft(img.mode, draft)
-            img.load()
-    except ValueError:
-        raise
-    except Image.DecompressionBombWarning:
-        raise ValueError("image too large (decompression bomb guard)") from None
+        img = Image.open(io.BytesIO(data))  # reads the header only
+        fmt = img.format
+        if fmt not in SUPPORTED_FORMATS:
+            raise ValueError(f"unsupported image type {fmt}")
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and img.width * img.height > limit:
+            raise ValueError(f"image too large: {img.width}x{img.height} pixels (the limit is {limit})")
+        if fmt in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
+            img.draft(img.mode, draft)
+        img.load()
+        return _to_mode(img, "L" if color == "grayscale" else "RGB")
+    except ValueError as e:
+        raise ValueError(_reason(e)) from None
+    except Image.DecompressionBombError as e:  # Pillow's own guard, at twice the limit, in Image.open
+        found = re.search(r"\((\d+) pixels\)", str(e))
+        raise ValueError(f"image too large: {found.group(1) if found else 'too many'} pixels "
+                         f"(the limit is {Image.MAX_IMAGE_PIXELS})") from None
     except Exception as e:  # Pillow raises many types for broken files
-        reason = "not an image" if "cannot identify" in str(e) else str(e).splitlines()[0][:80]
-        raise ValueError(reason) from None
-    return _to_mode(img, "L" if color == "grayscale" else "RGB")
+        raise ValueError(_reason(e)) from None
+
+
+def _reason(e: Exception) -> str:
+    text = str(e).strip()
+    if "cannot identify" in text:
+        return "not an image"
+    return text.splitlines()[0][:80] if text else f"not a valid image ({type(e).__name__})"
+
+
+def read_image_file(path, max_image_mb: float = MAX_IMAGE_MB, inside: str | Path | None = None) -> bytes:
+    """The bytes of one image file, read with care: only a regular file, of at most ``max_image_mb`` MB
+    (10^6 bytes). A symlink is followed only to a regular file (and with ``inside``, only to one under that
+    folder); a FIFO, device, socket or folder is reported and never opened, a symlink loop is reported.
+    Raises ``ValueError`` with a short reason."""
+    path = os.fspath(path)
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ValueError("symlink loop") from None
+        if os.path.islink(path):
+            raise ValueError("broken symlink") from None
+        raise ValueError(e.strerror or type(e).__name__) from None
+    if inside is not None and not _within(os.path.realpath(path), os.path.realpath(inside)):
+        raise ValueError("outside the data folder (reached through a symlink)")
+    if stat.S_ISDIR(st.st_mode) and os.path.islink(path):
+        raise ValueError("a symlinked folder (not followed)")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"not a regular file ({_kind(st.st_mode)})")
+    limit = int(max_image_mb * MB)
+    too_big = f"file too large ({{:.1f}} MB; the limit is {max_image_mb:g} MB, --max-image-mb)"
+    if st.st_size > limit:
+        raise ValueError(too_big.format(st.st_size / MB))
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+                     | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise ValueError(e.strerror or type(e).__name__) from None
+    try:
+        now = os.fstat(fd)
+        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise ValueError("file replaced while being read")
+        chunks, left = [], limit + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as e:
+        raise ValueError(e.strerror or type(e).__name__) from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > limit:
+        raise ValueError(too_big.format(len(data) / MB))
+    return data
+
+
+def _within(path: str, folder: str) -> bool:
+    try:
+        return os.path.commonpath([path, folder]) == folder
+    except ValueError:  # other drive
+        return False
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return name
+    return "a special file"
 
 
 def _to_mode(img: Image.Image, mode: str) -> Image.Image:
@@ -120,10 +209,13 @@ def _subdirs(path: Path) -> list[str]:
 
 
 def _files_under(folder: Path) -> list[Path]:
+    """Every non-hidden entry below ``folder`` but its folders. A symlinked folder is not followed (no loops, no
+    reach out of the data folder): it is listed, and so reported as not a regular file."""
     out = []
     for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d))
-        out += [Path(dirpath) / f for f in sorted(filenames) if not _is_hidden(f)]
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        dirnames[:] = sorted(d for d in dirnames if not _is_hidden(d) and d not in links)
+        out += [Path(dirpath) / f for f in sorted(filenames + links) if not _is_hidden(f)]
     return out
 
 
@@ -198,9 +290,9 @@ class Folder:
 
 def _decode_one(args):
     """(image, sha1, error, face_found) for one file; face_found is None when faces are not cropped."""
-    path, image_size, color, detector = args
+    path, image_size, color, detector, max_image_mb, inside = args
     try:
-        data = path.read_bytes()
+        data = read_image_file(path, max_image_mb, inside)
         digest = hashlib.sha1(data).hexdigest()
         if detector is None:
             return load_image(data, image_size, color), digest, None, None
@@ -212,14 +304,58 @@ def _decode_one(args):
         return None, None, str(e), None
 
 
+class Progress:
+    """``label: done/total (pct) ETA h:mm:ss`` on one stderr line, redrawn at most ten times a second, and a last
+    line with the time taken. ``on=None``: only where stderr is a terminal. (Not `keras.utils.Progbar`: the data
+    module works before Keras, and so a backend, is imported.)"""
+
+    def __init__(self, total: int, label: str, on: bool | None = None, stream=None):
+        self.stream = stream or sys.stderr
+        if on is None:
+            on = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.on, self.total, self.label, self.done = bool(on) and total > 0, total, label, 0
+        self.t0 = self.last = time.monotonic()
+
+    def update(self, k: int = 1) -> None:
+        self.done += k
+        now = time.monotonic()
+        if not self.on or (now - self.last < 0.1 and self.done < self.total):
+            return
+        self.last = now
+        rate = self.done / max(now - self.t0, 1e-9)
+        eta = (self.total - self.done) / rate if self.done else 0.0
+        self.stream.write(f"\r{self.label}: {self.done}/{self.total} ({self.done / self.total:.0%}) "
+                          f"ETA {_hms(eta)}  ")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.on:
+            self.stream.write(f"\r{self.label}: {self.done}/{self.total} in {_hms(time.monotonic() - self.t0)}"
+                              + " " * 12 + "\n")
+            self.stream.flush()
+
+
+def _hms(seconds: float) -> str:
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
 def decode_files(files, class_names, image_size: int, color: str, workers: int | None = None,
-                 detector=None, no_face: str = "keep") -> Folder:
+                 detector=None, no_face: str = "keep", max_image_mb: float = MAX_IMAGE_MB,
+                 inside: str | Path | None = None, progress: bool | None = False, label: str = "decoding") -> Folder:
     """Decode ``files`` ([(path, label)]) in threads. With a face ``detector``, each image becomes a crop of
-    its largest face; an image without one is kept whole (``no_face="keep"``) or left out ("skip")."""
+    its largest face; an image without one is kept whole (``no_face="keep"``) or left out ("skip").
+    Each file is read by `read_image_file` (``inside``: the folder symlinks may lead into). ``progress``: a
+    progress line on stderr (None: where stderr is a terminal)."""
     channels = 1 if color == "grayscale" else 3
-    jobs = [(p, image_size, color, detector) for p, _ in files]
+    jobs = [(p, image_size, color, detector, max_image_mb, inside) for p, _ in files]
+    bar = Progress(len(jobs), label, progress)
+    results = []
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        results = list(pool.map(_decode_one, jobs))
+        for r in pool.map(_decode_one, jobs):
+            results.append(r)
+            bar.update()
+    bar.close()
     whole = [str(files[i][0]) for i, r in enumerate(results) if r[3] is False]
     drop = no_face == "skip"
     ok = [i for i, r in enumerate(results) if r[0] is not None and not (drop and r[3] is False)]
@@ -238,16 +374,193 @@ def decode_files(files, class_names, image_size: int, color: str, workers: int |
     )
 
 
-def cache_dir(setting: str | None) -> Path | None:
-    if setting == "off":
+# ----------------------------------------------------------------------------------------------- cache
+# One entry per decoded folder: emotion-<key>.npy (the images) and emotion-<key>.json (labels, paths, ..., and
+# what the entry holds: shape, dtype and a blake2b checksum over the images and the rest of the record).
+CACHE_FORMAT = "emotion decoded images"
+_ENTRY = re.compile(r"^emotion-[0-9a-f]{20}\.(npy|json)$")
+_TEMP = re.compile(r"^emotion-[0-9a-f]{20}\.(\d+)\.tmp\.(npy|json)$")
+_OLD_ENTRY = re.compile(r"^[0-9a-f]{20}\.(npy|json)$")  # version 1 (no checksum): never read, removed by clear
+_OLD_TEMP = re.compile(r"^[0-9a-f]{20}\.(\d+)\.tmp\.(npy|json)$")
+STALE_TEMP_SECONDS = 24 * 3600
+
+
+def cache_dir(setting: str | None = None) -> Path | None:
+    """The decoded-image cache folder: ``setting`` (--cache), else $EMOTION_CACHE, else $XDG_CACHE_HOME/emotion,
+    else ~/.cache/emotion; None for "off"."""
+    value = setting or os.environ.get("EMOTION_CACHE")
+    if value == "off":
         return None
-    return Path(setting or os.environ.get("EMOTION_CACHE") or Path.home() / ".cache" / "emotion")
+    if value:
+        return Path(value).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):  # the XDG spec: a relative value is ignored
+        return Path(xdg) / "emotion"
+    return Path.home() / ".cache" / "emotion"
+
+
+def _checksum(images: np.ndarray, record: dict) -> str:
+    h = hashlib.blake2b(digest_size=20)
+    h.update(json.dumps(record, sort_keys=True).encode())
+    h.update(np.ascontiguousarray(images).data)
+    return h.hexdigest()
+
+
+def _record(folder: Folder) -> dict:
+    return {"labels": folder.labels.tolist(), "paths": folder.paths, "digests": folder.digests,
+            "invalid": [list(x) for x in folder.invalid], "no_face": folder.no_face, "skipped": folder.skipped}
+
+
+def _read_entry(where: Path, key: str, class_names, image_size: int, channels: int) -> Folder | None:
+    """The cached folder under ``key``, or None where there is none or it is not exactly what it says it is."""
+    meta_path, npy_path = where / f"emotion-{key}.json", where / f"emotion-{key}.npy"
+    if not meta_path.is_file():
+        return None
+    try:
+        meta = json.loads(meta_path.read_text())
+        record = {k: meta[k] for k in ("labels", "paths", "digests", "invalid", "no_face", "skipped")}
+        n = len(record["labels"])
+        shape = [n, image_size, image_size, channels]
+        if (meta.get("format"), meta.get("version"), meta.get("key")) != (CACHE_FORMAT, _CACHE_VERSION, key) \
+                or meta.get("shape") != shape or meta.get("dtype") != "uint8" \
+                or not n == len(record["paths"]) == len(record["digests"]) \
+                or not all(isinstance(v, int) and 0 <= v < len(class_names) for v in record["labels"]):
+            return None
+        with open(npy_path, "rb") as f:
+            if os.fstat(f.fileno()).st_size > 2 * n * image_size * image_size * channels + 4096:
+                return None  # more bytes than the images it should hold: never read into memory
+            images = np.load(f, allow_pickle=False)
+        if list(images.shape) != shape or images.dtype != np.uint8 or _checksum(images, record) != meta.get("checksum"):
+            return None
+        return Folder(class_names, images, np.array(record["labels"], dtype=np.int64), record["paths"],
+                      record["digests"], [tuple(x) for x in record["invalid"]], record["no_face"], record["skipped"])
+    except Exception:  # noqa: BLE001 - 0-byte, truncated, not JSON, not .npy, ...: rebuilt by the caller
+        return None
+
+
+def _write_entry(where: Path, key: str, folder: Folder) -> None:
+    """Write an entry under temporary names holding our pid, then rename them into place (images first: a reader
+    that meets a new record with old images finds the checksum wrong and rebuilds)."""
+    record = _record(folder)
+    meta = {"format": CACHE_FORMAT, "version": _CACHE_VERSION, "key": key, "shape": list(folder.images.shape),
+            "dtype": "uint8", "checksum": _checksum(folder.images, record), **record}
+    tmp_npy = where / f"emotion-{key}.{os.getpid()}.tmp.npy"
+    tmp_json = where / f"emotion-{key}.{os.getpid()}.tmp.json"
+    try:
+        with open(tmp_npy, "wb") as f:
+            np.save(f, folder.images, allow_pickle=False)
+        tmp_json.write_text(json.dumps(meta))
+        os.replace(tmp_npy, where / f"emotion-{key}.npy")
+        os.replace(tmp_json, where / f"emotion-{key}.json")
+    finally:
+        for t in (tmp_npy, tmp_json):
+            try:
+                t.unlink()
+            except OSError:
+                pass
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # someone else's process (or we cannot tell): leave its file alone
+    return True
+
+
+def stale_temporaries(where: Path) -> list[Path]:
+    """Temporary files of cache writers that are gone (their pid is not running) or older than a day."""
+    out = []
+    try:
+        entries = list(os.scandir(where))
+    except OSError:
+        return out
+    now = time.time()
+    for e in entries:
+        m = _TEMP.match(e.name) or _OLD_TEMP.match(e.name)
+        if not m or not e.is_file(follow_symlinks=False):
+            continue
+        try:
+            old = now - e.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS
+        except OSError:
+            continue
+        if old or not _pid_alive(int(m.group(1))):
+            out.append(Path(e.path))
+    return out
+
+
+def remove_stale_temporaries(where: Path) -> int:
+    removed = 0
+    for p in stale_temporaries(where):
+        try:
+            p.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def cache_entries(where: Path) -> dict:
+    """What of ``where`` is ours: {"entries": [paths], "old": [paths of version-1 entries], "stale": [temporary
+    files of dead writers], "bytes": their total size}. Nothing else in the folder is ever listed."""
+    out = {"entries": [], "old": [], "stale": stale_temporaries(where), "bytes": 0}
+    try:
+        entries = sorted(os.scandir(where), key=lambda e: e.name)
+    except OSError:
+        return out
+    names = {e.name for e in entries}
+    for e in entries:
+        if not e.is_file(follow_symlinks=False):
+            continue
+        if _ENTRY.match(e.name):
+            out["entries"].append(Path(e.path))
+        elif _OLD_ENTRY.match(e.name) and _old_entry_of_ours(where, e.name[:20], names):
+            out["old"].append(Path(e.path))
+    for p in out["entries"] + out["old"] + out["stale"]:
+        try:
+            out["bytes"] += p.lstat().st_size
+        except OSError:
+            pass
+    return out
+
+
+def clear_cache(where: Path) -> tuple[int, int]:
+    """Delete our entries (current and old format) and the temporary files of dead writers from ``where``; nothing
+    else, not the folder. Returns (files removed, bytes freed)."""
+    found = cache_entries(where)
+    files = size = 0
+    for p in found["entries"] + found["old"] + found["stale"]:
+        try:
+            n = p.lstat().st_size
+            p.unlink()
+            files, size = files + 1, size + n
+        except OSError:
+            pass
+    return files, size
+
+
+def _old_entry_of_ours(where: Path, key: str, names: set) -> bool:
+    """A version-1 entry: ``<key>.json`` holding labels, paths and digests (and its ``<key>.npy``)."""
+    if f"{key}.json" not in names:
+        return False
+    try:
+        meta = json.loads((where / f"{key}.json").read_text())
+        return isinstance(meta, dict) and {"labels", "paths", "digests"} <= set(meta)
+    except Exception:  # noqa: BLE001
+        return False
 
 
 def load_folder(base: str | Path, class_names, image_size: int, color: str = "rgb", cache: str | None = None,
-                faces: str = "none", no_face: str = "keep", detector: str | None = None) -> Folder:
+                faces: str = "none", no_face: str = "keep", detector: str | None = None,
+                max_image_mb: float = MAX_IMAGE_MB, progress: bool | None = None) -> Folder:
     """Decode every file of ``base/<class>/`` once; later calls with unchanged files read the disk cache.
-    ``faces="crop"``: each image is its largest face (`emotion.faces.detect`), see `decode_files`."""
+    ``faces="crop"``: each image is its largest face (`emotion.faces.detect`), see `decode_files`.
+    A cache entry is used only when it checks out (shape, dtype, labels, checksum); otherwise it is rebuilt.
+    ``progress``: a progress line on stderr while decoding (None: where stderr is a terminal)."""
     base = Path(base)
     files = list_files(base, class_names)
     if faces == "crop":
@@ -256,34 +569,27 @@ def load_folder(base: str | Path, class_names, image_size: int, color: str = "rg
         detector = make_detector(detector)
     else:
         detector = None
+    channels = 1 if color == "grayscale" else 3
     key = hashlib.sha1(json.dumps([
-        _CACHE_VERSION, image_size, color, class_names,
-        [(str(p.resolve()), label, *_stat(p)) for p, label in files],
+        _CACHE_VERSION, image_size, color, class_names, max_image_mb, os.path.realpath(base),
+        [(os.path.realpath(p), label, *_stat(p)) for p, label in files],
         *([detector.settings(), no_face] if detector else []),
     ]).encode()).hexdigest()[:20]
     folder = cache_dir(cache)
-    if folder is not None and (folder / f"{key}.json").is_file():
-        try:
-            meta = json.loads((folder / f"{key}.json").read_text())
-            images = np.load(folder / f"{key}.npy")
-            return Folder(class_names, images, np.array(meta["labels"], dtype=np.int64), meta["paths"],
-                          meta["digests"], [tuple(x) for x in meta["invalid"]], meta.get("no_face", []),
-                          meta.get("skipped", []))
-        except (OSError, ValueError, KeyError):
-            pass  # a damaged cache entry is rebuilt below
-    result = decode_files(files, class_names, image_size, color, detector=detector, no_face=no_face)
+    if folder is not None:
+        remove_stale_temporaries(folder)
+        cached = _read_entry(folder, key, class_names, image_size, channels)
+        if cached is not None:
+            return cached
+    result = decode_files(files, class_names, image_size, color, detector=detector, no_face=no_face,
+                          max_image_mb=max_image_mb, inside=base, progress=progress,
+                          label=f"decoding {base}")
     if folder is not None:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            tmp = folder / f"{key}.{os.getpid()}.tmp.npy"
-            np.save(tmp, result.images)
-            os.replace(tmp, folder / f"{key}.npy")
-            meta = {"labels": result.labels.tolist(), "paths": result.paths, "digests": result.digests,
-                    "invalid": result.invalid, "no_face": result.no_face, "skipped": result.skipped}
-            (folder / f"{key}.{os.getpid()}.tmp.json").write_text(json.dumps(meta))
-            os.replace(folder / f"{key}.{os.getpid()}.tmp.json", folder / f"{key}.json")
+            _write_entry(folder, key, result)
         except OSError:
-            pass  # a read-only cache only costs speed
+            pass  # a read-only (or full) cache only costs speed
     return result
 
 
@@ -397,8 +703,8 @@ def make_batches(images, labels, batch_size: int, shuffle: bool = False, seed: i
 class EmotionDataModule:
     """Scan, validate, split and batch one data folder (see module docstring)."""
 
-    def __init__(self, cfg: DataConfig, seed: int = 0):
-        self.cfg, self.seed = cfg, seed
+    def __init__(self, cfg: DataConfig, seed: int = 0, progress: bool | None = None):
+        self.cfg, self.seed, self.progress = cfg, seed, progress
         self.root = Path(cfg.data)
         self.train = self.val = self.test = None
         self.invalid: list[tuple[str, str]] = []
@@ -408,7 +714,7 @@ class EmotionDataModule:
     def _load(self, base: Path) -> Folder:
         cfg = self.cfg
         return load_folder(base, self.class_names, cfg.image_size, cfg.color, cfg.cache, cfg.faces, cfg.no_face,
-                           cfg.detector)
+                           cfg.detector, cfg.max_image_mb, self.progress)
 
     def _keep_report(self, folder: Folder) -> None:
         self.invalid, self.no_face, self.skipped = folder.invalid, folder.no_face, folder.skipped
@@ -495,7 +801,8 @@ class EmotionDataModule:
 
 
 # ----------------------------------------------------------------------------------------------- clean
-def scan_invalid(root: str | Path, classes: list[str] | None = None) -> tuple[list[tuple[str, str]], int]:
+def scan_invalid(root: str | Path, classes: list[str] | None = None, max_image_mb: float = MAX_IMAGE_MB,
+                 progress: bool | None = None) -> tuple[list[tuple[str, str]], int]:
     """(invalid files with reasons, number of valid files) over every class folder of ``root``."""
     root = Path(root)
     names = class_folders(root, classes)
@@ -503,24 +810,102 @@ def scan_invalid(root: str | Path, classes: list[str] | None = None) -> tuple[li
     invalid, valid = [], 0
     for base in bases:
         present = [c for c in names if (base / c).is_dir()]
-        folder = decode_files(list_files(base, present), present, 16, "rgb")
+        folder = decode_files(list_files(base, present), present, 16, "rgb", max_image_mb=max_image_mb,
+                              inside=base, progress=progress, label=f"checking {base}")
         invalid += folder.invalid
         valid += len(folder)
     return invalid, valid
 
 
 def quarantine(files: list[str], root: str | Path, dest: str | Path) -> list[tuple[str, str]]:
-    """Move ``files`` (under ``root``) to ``dest``, keeping relative paths; never overwrites. Returns moves."""
-    root, dest = Path(root).resolve(), Path(dest).resolve()
-    if dest == root or (root in dest.parents and not any(_is_hidden(p) for p in dest.relative_to(root).parts)):
-        raise EmotionError(f"quarantine folder {dest} must be outside the data folder (or a hidden folder in it)")
-    moves = []
+    """Move ``files`` (under ``root``) to ``dest``, keeping relative paths. Returns the moves.
+
+    Plans first, then moves: every source (there, inside the data folder, not reached through a symlinked
+    folder that leads out of it) and every destination (free, its folders creatable, not overwriting anything,
+    not inside the data folder unless in a hidden folder) is checked before the first move. A symlink is moved
+    as the link, never the file it points to. Should a move still fail, the ones before it are put back."""
+    root_real = os.path.realpath(root)
+    dest_abs = os.path.abspath(os.path.expanduser(str(dest)))
+    if os.path.lexists(dest_abs) and not os.path.isdir(dest_abs):
+        raise EmotionError(f"quarantine folder {dest} exists and is not a folder; nothing was moved")
+    dest_real = Path(os.path.realpath(dest_abs))
+    if _within(str(dest_real), root_real) and not any(
+            _is_hidden(p) for p in dest_real.relative_to(root_real).parts):
+        raise EmotionError(f"quarantine folder {dest_real} must be outside the data folder (or a hidden folder in "
+                           "it); nothing was moved")
+    plan, sources, targets = [], set(), set()
     for f in files:
-        rel = Path(f).resolve().relative_to(root)
-        target = dest / rel
-        if target.exists():
-            raise EmotionError(f"{target} already exists; nothing was overwritten (moved {len(moves)} file(s))")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(f), str(target))
-        moves.append((str(f), str(target)))
-    return moves
+        src = Path(os.path.realpath(Path(f).parent)) / Path(f).name  # the entry itself: a link stays a link
+        if not _within(str(src.parent), root_real):
+            raise EmotionError(f"{f} lies outside the data folder {root} (through a symlinked folder), and is never "
+                               "moved; nothing was moved")
+        if src in sources:
+            continue  # the same file reached twice (two class folders linking to one)
+        try:
+            src_stat = os.lstat(src)
+        except OSError:
+            raise EmotionError(f"{f} is no longer there; nothing was moved") from None
+        target = dest_real / src.relative_to(root_real)
+        if os.path.lexists(target) or target in targets:
+            raise EmotionError(f"{target} already exists; nothing was moved (nothing is ever overwritten)")
+        for parent in target.parents:
+            if parent == dest_real.parent:
+                break
+            if os.path.lexists(parent) and not os.path.isdir(parent):
+                raise EmotionError(f"cannot make folder {parent}: a file is in the way; nothing was moved")
+        special = not (stat.S_ISREG(src_stat.st_mode) or stat.S_ISLNK(src_stat.st_mode))
+        if special and _device_of(dest_real) != src_stat.st_dev:
+            raise EmotionError(f"cannot move {f} ({_kind(src_stat.st_mode)}) to another file system; "
+                               "nothing was moved")
+        sources.add(src)
+        targets.add(target)
+        plan.append((f, src, target))
+    done = []
+    for f, src, target in plan:
+        try:
+            if os.path.lexists(target):
+                raise FileExistsError(f"{target} appeared meanwhile")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _move(src, target)
+        except OSError as e:
+            back = [t for _, s, t in reversed(done) if not _put_back(t, s)]
+            left = f"; {len(back)} could not be put back: {', '.join(map(str, back))}" if back else ""
+            raise EmotionError(f"moving {f} failed ({e.strerror or e}); the {len(done) - len(back)} file(s) moved "
+                               f"before it were put back{left}") from None
+        done.append((f, src, target))
+    return [(str(f), str(target)) for f, _, target in done]
+
+
+def _device_of(path: Path) -> int:
+    """st_dev of ``path`` or of its nearest existing folder."""
+    for p in (path, *path.parents):
+        try:
+            return os.stat(p).st_dev
+        except OSError:
+            continue
+    return -1
+
+
+def _move(src: Path, target: Path) -> None:
+    """Rename ``src`` to ``target`` (which is free); across file systems a regular file is copied and removed,
+    a symlink re-created."""
+    try:
+        os.rename(src, target)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        if os.path.islink(src):
+            os.symlink(os.readlink(src), target)
+        else:
+            shutil.copy2(src, target, follow_symlinks=False)
+        os.unlink(src)
+
+
+def _put_back(target: Path, src: Path) -> bool:
+    try:
+        if os.path.lexists(src):
+            return False
+        _move(target, src)
+        return True
+    except OSError:
+        return False

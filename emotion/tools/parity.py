@@ -383,7 +383,9 @@ def loss_spread(values) -> float:
 
 
 def points_spread(values) -> float:
-    v = np.asarray(values, dtype=np.float64)
+    if all(x is None for x in values):  # undefined (0/0) under every backend: they agree
+        return 0.0
+    v = np.asarray(values, dtype=np.float64)  # undefined under some only (None -> nan): they do not
     return float((v.max() - v.min()) * 100) if np.all(np.isfinite(v)) else float("inf")
 
 
@@ -460,7 +462,8 @@ def _cells(values: dict, names: list[str], spread: float, loss: bool, points_tol
     """One metric's per-backend values, its spread and whether it is within tolerance (table cells)."""
     if loss:
         return [_f(values[b], 6) for b in names] + [f"{spread:.4%}", "yes" if spread <= loss_tol else "NO"]
-    return [f"{100 * values[b]:.2f}%" for b in names] + [f"{spread:.2f} pt", "yes" if spread <= points_tol else "NO"]
+    return ([("undefined" if values[b] is None else f"{100 * values[b]:.2f}%") for b in names]
+            + [f"{spread:.2f} pt", "yes" if spread <= points_tol else "NO"])
 
 
 def render(report: dict) -> str:

@@ -25,7 +25,7 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
     if folds < 2:
         raise EmotionError(f"--folds must be at least 2, got {folds}")
     from emotion.training.callbacks import CHECKPOINT_FILE
-    from emotion.training.run import fit_run
+    from emotion.training.run import decode_progress, fit_run
 
     out = Path(cfg.trainer.out)
     runs = []
@@ -34,14 +34,12 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
         if resume and (where / "metrics.json").is_file() and not (where / CHECKPOINT_FILE).is_file():
             metrics = json.loads((where / "metrics.json").read_text())  # finished before the interruption
         else:
-            dm = EmotionDataModule(cfg.data, seed=cfg.seed).setup_fold(fold, folds)
+            dm = EmotionDataModule(cfg.data, seed=cfg.seed, progress=decode_progress(cfg)).setup_fold(fold, folds)
             metrics = fit_run(cfg, dm=dm, out=where, resume=resume and (where / CHECKPOINT_FILE).is_file(),
                               overwrite=overwrite)
         runs.append({"fold": fold, "split": metrics["split"], "test": metrics["test"],
                      "seconds": metrics["seconds"]})
-    summary = {m: {"mean": float(np.mean([r["test"][m] for r in runs])),
-                   "std": float(np.std([r["test"][m] for r in runs])),
-                   "folds": [r["test"][m] for r in runs]} for m in METRICS}
+    summary = {m: _summary([r["test"][m] for r in runs]) for m in METRICS}
     from emotion.metrics import vs_majority
 
     correct = sum(int(np.trace(r["test"]["confusion_matrix"])) for r in runs)
@@ -57,6 +55,19 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
              + " |", "|---|---|" + "---|" * folds]
     for m in METRICS:
         s = summary[m]
-        lines.append(f"| {m} | {s['mean']:.4f} ± {s['std']:.4f} | " + " | ".join(f"{v:.4f}" for v in s["folds"]) + " |")
+        lines.append(f"| {m} | {_figure(s['mean'])} ± {_figure(s['std'])} | " + " | ".join(map(_figure, s["folds"]))
+                     + " |")
     (out / "cv.md").write_text("\n".join(lines) + "\n")
     return result
+
+
+def _summary(values: list) -> dict:
+    """Mean and std over the folds where the metric is defined (None, null in JSON, where it is 0/0)."""
+    defined = [v for v in values if v is not None]
+    return {"mean": float(np.mean(defined)) if defined else None, "std": float(np.std(defined)) if defined else None,
+            "folds": values, **({"undefined_in": [i for i, v in enumerate(values) if v is None]}
+                                if len(defined) < len(values) else {})}
+
+
+def _figure(value) -> str:
+    return "undefined" if value is None else f"{value:.4f}"

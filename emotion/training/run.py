@@ -25,12 +25,23 @@ def report_data(dm: EmotionDataModule) -> None:
         log(f"skipped invalid file: {path}: {reason}")
     log(f"data {dm.root}: classes {dm.class_names}; split {dm.split_sizes()}"
         + (f"; {len(dm.invalid)} invalid file(s) skipped, none changed" if dm.invalid else ""))
+    for split in ("val", "test"):
+        part = getattr(dm, split)
+        absent = [c for c, n in part.counts().items() if n == 0] if part is not None and len(part) else []
+        if absent:
+            log(f"warning: class(es) {absent} have no images in the {split} split (too few files): their {split} "
+                "recall is undefined and is reported as null")
     faces = dm.face_counts()
     if faces:
         for path in dm.skipped:
             log(f"no face found, skipped: {path}")
         log(f"faces: {faces['cropped']} image(s) cropped to their largest face, {faces['kept_whole']} kept whole "
             f"and {faces['skipped']} skipped (no face found)")
+
+
+def decode_progress(cfg: Config) -> bool | None:
+    """A progress line while decoding: where stderr is a terminal (None), never with --quiet."""
+    return None if cfg.trainer.verbose == 1 else False
 
 
 IGNORED_ON_RESUME = {"trainer.verbose", "trainer.tensorboard", "trainer.out"}
@@ -109,7 +120,7 @@ def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks
 
 
 def _fit(cfg: Config, dm, out: Path, ckpt_path, extra) -> dict:
-    dm = dm or EmotionDataModule(cfg.data, seed=cfg.seed).setup()  # data errors surface before Keras loads
+    dm = dm or EmotionDataModule(cfg.data, seed=cfg.seed, progress=decode_progress(cfg)).setup()  # data errors surface before Keras loads
     report_data(dm)
     from emotion.models.module import load_module_class
     from emotion.training.callbacks import RunFolder, default_callbacks
