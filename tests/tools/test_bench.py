@@ -5,8 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import BACKEND, run_cli, run_python
-from test_cross_backend import LOAD, SAVE
+from conftest import BACKEND, run_cli
 
 import backends
 from emotion.cli import main
@@ -330,22 +329,6 @@ def test_tensorflow_py_datasets_run_without_autotune():
 
 
 # ------------------------------------------------------------------------------ cross-backend (run once)
-@pytest.mark.cross_backend
-@pytest.mark.skipif(len(INSTALLED) < 2, reason="needs two installed backends")
-def test_keras_files_stay_portable_with_speed_patches_on(tmp_path):
-    """test_cross_backend's save/load round, with each backend's speed settings (`configure`) applied."""
-    patch = lambda code: code.replace("import keras\n", "import keras\nbackends.configure()\n", 1)  # noqa: E731
-    for b in INSTALLED:
-        proc = run_python(patch(SAVE).replace("sys.argv[1]", repr(str(tmp_path))), b)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-    for b in INSTALLED:
-        code = patch(LOAD).replace("sys.argv[1]", repr(str(tmp_path))).replace("sys.argv[2]", repr(",".join(INSTALLED)))
-        proc = run_python(code, b)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        for saver, delta in json.loads(proc.stdout.strip().splitlines()[-1]).items():
-            assert delta <= 1e-5, f"saved by {saver}, loaded by {b}: max |dP| = {delta}"
-
-
 def test_a_failing_backend_process_is_one_line_naming_it(synth_dir, tmp_path, capsys):
     """An error inside the backend's process (here: --device gpu where there is none) comes back through the
     harness as the command's one-line error, naming the backend; nothing is written."""

@@ -10,40 +10,23 @@ import backends
 pytestmark = pytest.mark.cross_backend
 INSTALLED = backends.installed()
 
-SPLIT_AND_ORDER = """
-import json, sys
+# One process per backend does both jobs (a process costs seconds of imports): the split and batch order its
+# data module gives, and a trained model saved with its predictions. Keras runs as the CLI runs it, with the
+# backend's speed settings on (`backends.configure`).
+SAVE = """
+import json, sys, numpy as np
 import backends; backends.select()
+import keras
+backends.configure()
 from emotion.config import DataConfig
 from emotion.data.datamodule import EmotionDataModule
-dm = EmotionDataModule(DataConfig(data=sys.argv[1] if len(sys.argv) > 1 else {data!r}, image_size=16,
-                                  batch_size=8, cache="off"), seed=5).setup()
+from emotion.models.module import EmotionClassifier
+dm = EmotionDataModule(DataConfig(data=sys.argv[2], image_size=16, batch_size=8, cache="off"), seed=5).setup()
 loader = dm.train_dataloader()
 epochs = []
 for _ in range(2):
     epochs.append([float(loader[i][0].sum()) for i in range(len(loader))])
     loader.on_epoch_end()
-print(json.dumps({{"split": {{s: getattr(dm, s).paths for s in ("train", "val", "test")}}, "batches": epochs}}))
-"""
-
-
-@pytest.mark.skipif(len(INSTALLED) < 2, reason="needs two installed backends")
-def test_same_split_and_batch_order_under_every_backend(synth_dir):
-    results = {}
-    for b in INSTALLED:
-        proc = run_python(SPLIT_AND_ORDER.format(data=str(synth_dir)), b)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        results[b] = json.loads(proc.stdout.strip().splitlines()[-1])
-    first = results[INSTALLED[0]]
-    assert first["batches"][0] != first["batches"][1], "epochs are reshuffled"
-    for b in INSTALLED[1:]:
-        assert results[b] == first, f"{b} differs from {INSTALLED[0]}"
-
-
-SAVE = """
-import sys, numpy as np
-import backends; backends.select()
-import keras
-from emotion.models.module import EmotionClassifier
 keras.utils.set_random_seed(0)
 module = EmotionClassifier("seed", (32, 32, 3), 2)
 model = module.compile()
@@ -51,12 +34,14 @@ x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
 model.fit(x, (np.arange(16) % 2).astype("float32")[:, None], epochs=1, verbose=0)  # an optimizer state too
 model.save(sys.argv[1] + "/" + keras.backend.backend() + ".keras")
 np.save(sys.argv[1] + "/" + keras.backend.backend() + ".npy", model.predict(x, verbose=0))
+print(json.dumps({"split": {s: getattr(dm, s).paths for s in ("train", "val", "test")}, "batches": epochs}))
 """
 
 LOAD = """
 import sys, json, numpy as np
 import backends; backends.select()
 import keras
+backends.configure()
 x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
 out = {}
 for name in sys.argv[2].split(","):
@@ -66,14 +51,34 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.skipif(len(INSTALLED) < 2, reason="needs two installed backends")
-def test_keras_file_loads_under_every_backend_with_equal_predictions(tmp_path):
+@pytest.fixture(scope="module")
+def saved(synth_dir, tmp_path_factory):
+    """{backend: its split and batch order}, with each backend's model saved in the folder returned."""
+    folder = tmp_path_factory.mktemp("cross")
+    results = {}
     for b in INSTALLED:
-        proc = run_python(SAVE.replace("sys.argv[1]", repr(str(tmp_path))), b)
+        code = SAVE.replace("sys.argv[1]", repr(str(folder))).replace("sys.argv[2]", repr(str(synth_dir)))
+        proc = run_python(code, b)
         assert proc.returncode == 0, proc.stderr[-2000:]
+        results[b] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return folder, results
+
+
+@pytest.mark.skipif(len(INSTALLED) < 2, reason="needs two installed backends")
+def test_same_split_and_batch_order_under_every_backend(saved):
+    _, results = saved
+    first = results[INSTALLED[0]]
+    assert first["batches"][0] != first["batches"][1], "epochs are reshuffled"
+    for b in INSTALLED[1:]:
+        assert results[b] == first, f"{b} differs from {INSTALLED[0]}"
+
+
+@pytest.mark.skipif(len(INSTALLED) < 2, reason="needs two installed backends")
+def test_keras_file_loads_under_every_backend_with_equal_predictions(saved):
+    folder, _ = saved
     matrix = {}
     for b in INSTALLED:
-        code = LOAD.replace("sys.argv[1]", repr(str(tmp_path))).replace("sys.argv[2]", repr(",".join(INSTALLED)))
+        code = LOAD.replace("sys.argv[1]", repr(str(folder))).replace("sys.argv[2]", repr(",".join(INSTALLED)))
         proc = run_python(code, b)
         assert proc.returncode == 0, proc.stderr[-2000:]
         matrix[b] = json.loads(proc.stdout.strip().splitlines()[-1])
