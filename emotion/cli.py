@@ -590,6 +590,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("emotion: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`emotion predict ... | head`): stop writing, quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except Exception as e:
         if os.environ.get("EMOTION_DEBUG"):
             raise

@@ -95,3 +95,15 @@ def test_predict_with_onnx_imports_no_framework_and_agrees_with_keras(photo):
     keras_rows = emotion.load().predict(photo)
     assert [r["label"] for r in onnx_rows] == [r["label"] for r in keras_rows]
     np.testing.assert_allclose([r["p"] for r in onnx_rows], [r["p"] for r in keras_rows], atol=1e-4)
+
+
+def test_a_reader_that_goes_away_is_not_an_error(tmp_path, photo):
+    """`emotion predict ... | head -1`: the rest of the output is dropped quietly, exit 0."""
+    for i in range(40):
+        (tmp_path / f"{i:02d}.jpg").write_bytes(photo.read_bytes())
+    proc = subprocess.Popen([sys.executable, "-m", "emotion", "predict", "--runtime", "onnx", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0 and "error" not in err, err
