@@ -66,7 +66,7 @@ def train_torch(session):
 @nox.session
 def tests(session):
     """Every test under every backend, each backend in its own pytest process, then the cross-backend tests."""
-    session.install("-e", ".[all,dev,export]")
+    session.install("-e", ".[all,dev,export,serve]")
     for backend in BACKENDS:
         session.log(f"--- tests under KERAS_BACKEND={backend}")
         session.run("pytest", "-m", "not cross_backend", *session.posargs, env={"KERAS_BACKEND": backend})
