@@ -24,18 +24,24 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import multiprocessing as mp
 import os
 import signal
 import socket
 import threading
+import time
 import warnings
 from dataclasses import dataclass
+from queue import Empty
 
 import litserve as ls
 import numpy as np
 from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
+from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
+from litserve.loops.simple_loops import BatchedLoop
+from litserve.utils import LitAPIStatus, LoopResponseType
 from PIL import Image
 from pydantic import BaseModel
 
@@ -65,6 +71,16 @@ def parse_bytes(text: str) -> int:
 
 
 # ------------------------------------------------------------------------------------- the HTTP process
+def read_faces(request: Request) -> str | None:
+    """The ``?faces=`` of a request: largest, all or none (the image is a face crop: no detection)."""
+    from emotion.faces.detect import FACE_MODES
+
+    faces = request.query_params.get("faces")
+    if faces is not None and faces not in FACE_MODES:
+        raise HTTPException(400, f"faces must be one of {', '.join(FACE_MODES)}, got {faces[:40]!r}")
+    return faces
+
+
 async def read_image(request: Request, max_bytes: int) -> bytes:
     """The image bytes of a POST /predict, or an HTTPException (4xx) saying what is wrong with it."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -148,13 +164,43 @@ class Rejected:
     detail: str
 
 
+class WaitingBatchedLoop(BatchedLoop):
+    """LitServe's batched loop, gathering a batch differently: it waits (blocking) for a first request, then
+    takes what else arrives within ``batch_timeout`` of it, up to ``max_batch_size``. LitServe's own
+    (collate_requests, 0.2.19) polls its request queue every millisecond -- each poll a round trip to its
+    manager process -- even when idle, which on a small CPU takes time from the requests."""
+
+    def get_batch_requests(self, lit_api, request_queue, transport):
+        payloads, timed_out, deadline = [], [], None
+        limit = lit_api.request_timeout if lit_api.request_timeout not in (-1, False, None) else None
+        while len(payloads) + len(timed_out) < lit_api.max_batch_size:
+            wait = 1.0 if deadline is None else deadline - time.monotonic()
+            try:
+                item = request_queue.get(timeout=wait) if wait > 0 else request_queue.get_nowait()
+            except Empty:
+                break
+            if item == _SENTINEL_VALUE:
+                raise _StopLoopError()
+            response_queue_id, uid, timestamp, x_enc = item
+            self.put_response(transport=transport, response_queue_id=response_queue_id, uid=uid,
+                              response_data=(), status=LitAPIStatus.START, response_type=LoopResponseType.REGULAR)
+            if limit is not None and time.monotonic() - timestamp > limit:
+                timed_out.append((response_queue_id, uid))
+            else:
+                payloads.append((response_queue_id, uid, x_enc))
+            if deadline is None:
+                deadline = time.monotonic() + lit_api.batch_timeout
+        return payloads, timed_out
+
+
 class EmotionAPI(ls.LitAPI):
     """Decode, find faces, one model call per batch (over every crop of every image in it), rows out."""
 
     def __init__(self, model: str | None = None, faces: str | None = None, detector: str | None = None,
                  runtime: str = "keras", max_batch_size: int = 32, batch_timeout: float = 0.005,
                  error_file: str | None = None, backend: str | None = None):
-        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
+        super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout,
+                         loop=WaitingBatchedLoop() if max_batch_size > 1 else "auto")
         self.model_name, self.faces, self.detector, self.runtime = model, faces, detector, runtime
         self.backend = backend  # picked in the worker: the HTTP processes never import a framework
         self.error_file = error_file  # where setup() leaves its one-line error for the main process
@@ -172,7 +218,10 @@ class EmotionAPI(ls.LitAPI):
             # (until Predictor.load takes runtime=, in the ONNX change, "keras" is not passed: then pass it always)
             extra = {} if self.runtime == "keras" else {"runtime": self.runtime}
             self.clf = Predictor.load(self.model_name, faces=self.faces, detector=self.detector, **extra)
-            self._rows([np.zeros((64, 64, 3), np.uint8)])  # first call: detector made, model traced/compiled
+            self._rows([(np.zeros((64, 64, 3), np.uint8), None)])  # the detector made
+            c = 1 if self.clf.color == "grayscale" else 3
+            for n in (1, 2, 4, 8, 16, 32, 64):  # every batch shape `probabilities` pads to, traced/compiled now
+                self.clf.probabilities(np.zeros((n, self.clf.image_size, self.clf.image_size, c), np.uint8))
         except Exception as e:
             if self.error_file:
                 text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -184,7 +233,7 @@ class EmotionAPI(ls.LitAPI):
         from emotion.data.datamodule import decode_image
 
         try:
-            return decode_image(request["image"], "rgb", MAX_SIDE)
+            return decode_image(request["image"], "rgb", MAX_SIDE), request.get("faces")
         except ValueError as e:
             if "decompression bomb" in str(e):
                 return Rejected(413, "image too large (decompression bomb guard)")
@@ -203,15 +252,29 @@ class EmotionAPI(ls.LitAPI):
         return {"status": output.status, "detail": output.detail} if isinstance(output, Rejected) else output
 
     def _rows(self, images: list) -> list:
-        """Rows (or the Rejected) for each item: faces of every image first, then one model call."""
-        found = [x if isinstance(x, Rejected) else self.clf.inputs(x) for x in images]
+        """Rows (or the Rejected) for each (image, faces) item: faces of every image first, then one model
+        call over all their crops."""
+        found = [x if isinstance(x, Rejected) else self.clf.inputs(*x) for x in images]
         crops = [inp for f in found if not isinstance(f, Rejected) for _, inp in f]
-        probs = iter(self.clf.probabilities(np.stack(crops)) if crops else [])
+        probs = iter(self._probabilities(np.stack(crops)) if crops else [])
         if self.batch_log:
             with open(self.batch_log, "a") as log_file:
                 log_file.write(f"{sum(not isinstance(f, Rejected) for f in found)} {len(crops)}\n")
         return [f if isinstance(f, Rejected) else
                 [self.clf._face_row(face, i, next(probs)) for i, (face, _) in enumerate(f)] for f in found]
+
+
+    def _probabilities(self, crops: np.ndarray) -> np.ndarray:
+        """`Predictor.probabilities`, which pads a batch to the next power of two, over chunks that waste
+        little: 31 crops go as one call (padded to 32), 17 as 16 + 1 rather than padded to 32."""
+        out, start = [], 0
+        while start < len(crops):
+            left = len(crops) - start
+            n = left if left <= 64 and 2 ** math.ceil(math.log2(left)) <= 1.25 * left else \
+                min(64, 2 ** int(math.log2(left)))
+            out.append(self.clf.probabilities(crops[start:start + n]))
+            start += n
+        return np.concatenate(out)
 
 
 # ------------------------------------------------------------------------------------- the server
@@ -239,8 +302,9 @@ def build_server(api: EmotionAPI, workers: int = 1, max_bytes: int = 10_000_000,
     handler = RegularRequestHandler(api, server)
 
     async def predict(request: Request):
+        faces = read_faces(request)
         image = await read_image(request, max_bytes)
-        out = await handler.handle_request({"image": image}, dict)
+        out = await handler.handle_request({"image": image, "faces": faces}, dict)
         if isinstance(out, dict):
             return JSONResponse({"detail": out["detail"]}, status_code=out["status"])
         return JSONResponse(out)

@@ -171,6 +171,10 @@ def test_prediction_equals_predict_image(server, predictor):
         form = httpx.post(server.url + "/predict", files={"image": ("x.png", data, "image/png")}, timeout=60)
         assert form.status_code == 200, form.text
         assert_same_rows(form.json(), want)
+    crop = png(face_photo(4)[40:136, 30:126])  # ?faces=none: a face crop, classified whole
+    r = httpx.post(server.url + "/predict?faces=none", content=crop, headers={"content-type": "image/png"})
+    assert r.status_code == 200 and r.json()[0]["whole_image"]
+    assert_same_rows(r.json(), predictor.predict_image(decode_image(crop), faces="none"))
     raw = jpeg(noise(64, 64, 3))  # application/octet-stream: the bytes are sniffed
     r = server.post(raw, "application/octet-stream")
     assert r.status_code == 200
@@ -216,6 +220,9 @@ def test_bad_requests_get_a_4xx_and_the_server_goes_on(server):
     chunks = (b"\xff" * 50_000 for _ in range(10))  # no Content-Length: the read stops past --max-bytes
     r = httpx.post(server.url + "/predict", content=chunks, headers={"content-type": "image/jpeg"}, timeout=60)
     assert r.status_code == 413 and "detail" in r.json()
+    r = httpx.post(server.url + "/predict?faces=sideways", content=png(noise(8, 8)),
+                   headers={"content-type": "image/png"})
+    assert r.status_code == 400 and "faces must be one of" in r.json()["detail"]
     for method in ("GET", "PUT", "DELETE"):
         r = httpx.request(method, server.url + "/predict")
         assert r.status_code == 405 and "detail" in r.json()
