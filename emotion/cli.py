@@ -187,6 +187,12 @@ def _args_serve(p):
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
+def _args_serve_bench(p):
+    from emotion.tools import serve_bench
+
+    serve_bench.add_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `emotion` parser: one sub-parser per entry of `COMMANDS`."""
     from emotion import __version__
@@ -504,6 +510,12 @@ def cmd_serve(args) -> int:
                  log_level=args.log_level, backend=args.serve_backend)
 
 
+def cmd_serve_bench(args) -> int:
+    from emotion.tools.serve_bench import command
+
+    return command(args)
+
+
 # Every command, registered here and only here: name -> (help, its flags, what it runs).
 COMMANDS = {
     "fit": ("train, test and save a run folder", _args_fit, cmd_fit),
@@ -516,6 +528,8 @@ COMMANDS = {
     "bench": ("time training and inference under each backend (bench.md/.json/.png)", _args_bench, cmd_bench),
     "parity": ("train under every backend from the same weights and compare (parity.md)", _args_parity, cmd_parity),
     "serve": ("serve the model over HTTP (POST /predict an image; LitServe, dynamic batching)", _args_serve, cmd_serve),
+    "serve-bench": ("load-test `emotion serve`, batched and not (serve-bench.md/.json/.png)", _args_serve_bench,
+                    cmd_serve_bench),
     "data": ("import a data set as image folders", _args_data, cmd_data),
     "clean": ("list (and optionally quarantine) files that are not valid images", _args_clean, cmd_clean),
     "synth": ("draw a deterministic synthetic happy/sad face set", _args_synth, cmd_synth),
