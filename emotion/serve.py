@@ -41,7 +41,6 @@ from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
-from litserve.utils import LitAPIStatus, LoopResponseType
 from PIL import Image
 from pydantic import BaseModel
 
@@ -168,7 +167,9 @@ class WaitingBatchedLoop(BatchedLoop):
     """LitServe's batched loop, gathering a batch differently: it waits (blocking) for a first request, then
     takes what else arrives within ``batch_timeout`` of it, up to ``max_batch_size``. LitServe's own
     (collate_requests, 0.2.19) polls its request queue every millisecond -- each poll a round trip to its
-    manager process -- even when idle, which on a small CPU takes time from the requests."""
+    manager process -- even when idle, which on a small CPU takes time from the requests. Nor does it send
+    LitServe's per-request START message (a queue round trip each; the HTTP side only uses it to know which
+    worker holds a request, for restart_workers, which `emotion serve` leaves off)."""
 
     def get_batch_requests(self, lit_api, request_queue, transport):
         payloads, timed_out, deadline = [], [], None
@@ -182,8 +183,6 @@ class WaitingBatchedLoop(BatchedLoop):
             if item == _SENTINEL_VALUE:
                 raise _StopLoopError()
             response_queue_id, uid, timestamp, x_enc = item
-            self.put_response(transport=transport, response_queue_id=response_queue_id, uid=uid,
-                              response_data=(), status=LitAPIStatus.START, response_type=LoopResponseType.REGULAR)
             if limit is not None and time.monotonic() - timestamp > limit:
                 timed_out.append((response_queue_id, uid))
             else:
