@@ -285,3 +285,34 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(server):
     assert server.proc.wait(90) == 0, server.log.read_text()[-3000:]
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+@pytest.mark.cross_backend
+def test_sizes_and_the_bench_report(tmp_path):
+    """`--max-bytes` parsing, and serve-bench's targets, table and plot from made-up rows (no server)."""
+    from emotion.errors import EmotionError
+    from emotion.serve import parse_bytes
+    from emotion.tools import serve_bench
+
+    assert [parse_bytes(t) for t in ("10MB", "512kb", "1.5 GB", "123", "7B")] == [10**7, 512_000, 15 * 10**8, 123, 7]
+    for bad in ("", "ten", "-1MB", "0", "5 TB"):
+        with pytest.raises(EmotionError):
+            parse_bytes(bad)
+    rows = [{"server": s, "workload": w, "clients": c, "requests": 10, "errors": 0, "seconds": 1, "rps": rps,
+             "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": p99, "mean_batch": None, "max_batch": None, "rss_mb": 900.0}
+            for w in ("face crops", "photos") for c in (1, 32)
+            for s, rps, p99 in (("batched", 90.0 if c == 32 else 30.0, 80.0), ("unbatched", 30.0, 150.0))]
+    t = serve_bench.targets(rows)
+    assert t["crops_speedup_at_32"] == pytest.approx(3.0) and t["speedup_met"] and t["p99_met"]
+    next(r for r in rows if (r["server"], r["workload"], r["clients"]) == ("unbatched", "face crops", 32))["rps"] = 100
+    assert not serve_bench.targets(rows)["speedup_met"]
+    result = {"command": "emotion serve-bench", "date": "today", "machine": {"cpus": 2, "platform": "p", "python": "3",
+              "load_avg_at_end": (1.0, 1.0, 1.0)}, "model": "m", "backend": "b", "runtime": "keras", "seconds": 1,
+              "batch_timeout": 0.005, "client": "raw", "workers": 1, "mean_body_bytes": {"face crops": 2000},
+              "photos_from": "synthetic", "rows": rows, "targets": serve_bench.targets(rows),
+              "servers": {"batched": {"max_batch_size": 32, "startup_s": 1, "idle_rss_mb": 1, "exit_code": 0}}}
+    md = serve_bench.markdown(result)
+    assert md.count("\n| face crops |") == 4 and "NOT met" in md
+    serve_bench.plot(rows, tmp_path / "p.png")
+    assert (tmp_path / "p.png").stat().st_size > 1000
+    assert serve_bench.tree_rss_mb(os.getpid()) > 10

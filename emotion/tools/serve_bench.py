@@ -376,8 +376,10 @@ def plot(rows, path: Path) -> None:
             label = f"{workload}, {server}"
             axes[0].plot(x, [r["rps"] for r in part], style, marker=marker, label=label)
             axes[1].plot(x, [r["p99_ms"] for r in part], style, marker=marker, label=label)
+    levels = sorted({r["clients"] for r in rows})
     for ax, title in zip(axes, ("requests/s", "p99 latency (ms)"), strict=True):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [str(c) for c in levels])
         ax.set_xlabel("concurrent clients")
         ax.set_title(title)
         ax.grid(alpha=0.3)
