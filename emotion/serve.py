@@ -219,8 +219,9 @@ class EmotionAPI(ls.LitAPI):
             self.clf = Predictor.load(self.model_name, faces=self.faces, detector=self.detector, **extra)
             self._rows([(np.zeros((64, 64, 3), np.uint8), None)])  # the detector made
             c = 1 if self.clf.color == "grayscale" else 3
-            for n in (1, 2, 4, 8, 16, 32, 64):  # every batch shape `probabilities` pads to, traced/compiled now
-                self.clf.probabilities(np.zeros((n, self.clf.image_size, self.clf.image_size, c), np.uint8))
+            for n in (1, 2, 4, 8, 16, 32, 64):  # the batch shapes `_probabilities` sends, traced/compiled now
+                if n == 1 or n // 2 < self.max_batch_size:  # (more crops than that, from faces=all: on first use)
+                    self.clf.probabilities(np.zeros((n, self.clf.image_size, self.clf.image_size, c), np.uint8))
         except Exception as e:
             if self.error_file:
                 text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
