@@ -335,3 +335,42 @@ def test_sizes_and_the_bench_report(tmp_path):
     serve_bench.plot(rows, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert serve_bench.tree_rss_mb(os.getpid()) > 10
+
+
+@pytest.mark.cross_backend
+def test_runtime_onnx_serves_the_same_rows(tmp_path):
+    """`--runtime onnx` is passed to `Predictor.load` as is: the shipped model's ONNX export under onnxruntime
+    answers what `Predictor.load(runtime="onnx").predict_image` gives."""
+    import inspect
+
+    from emotion.infer import Predictor
+
+    if "runtime" not in inspect.signature(Predictor.load).parameters:
+        pytest.skip("Predictor.load takes no runtime= yet (the ONNX runtime change)")
+    import httpx
+
+    from emotion.data.datamodule import decode_image
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    with open(tmp_path / "log", "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "emotion", "serve", "--runtime", "onnx", "--port", str(port),
+                                 "--log-level", "warning"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        for _ in range(600):
+            assert proc.poll() is None, (tmp_path / "log").read_text()[-2000:]
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        data = png(face_photo(7))
+        r = httpx.post(f"http://127.0.0.1:{port}/predict", content=data, headers={"content-type": "image/png"},
+                       timeout=60)
+        assert r.status_code == 200, r.text
+        assert_same_rows(r.json(), Predictor.load(runtime="onnx").predict_image(decode_image(data)))
+        assert httpx.get(f"http://127.0.0.1:{port}/info").json()["model"]["runtime"] == "onnx"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
