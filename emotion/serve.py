@@ -209,6 +209,8 @@ class EmotionAPI(ls.LitAPI):
         try:
             from emotion.infer import Predictor
 
+            for sig in (signal.SIGTERM, signal.SIGINT):  # stopped by the main process (`_drain_on_sigterm`)
+                signal.signal(sig, _stop_only_with(os.getppid()))
             if self.runtime == "keras":
                 import backends
 
@@ -375,10 +377,26 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, m
     return 0
 
 
+def _stop_only_with(parent: int):
+    """A SIGTERM/SIGINT handler for the server's other processes: ignored while ``parent`` (the main process,
+    which stops them in order) lives -- a signal sent to the whole process group (systemd, `timeout`, Ctrl+C)
+    must not kill the workers or LitServe's queue manager under requests still in flight -- and exit once it
+    is gone."""
+    def handler(signum, frame):
+        if os.getppid() != parent:
+            os._exit(128 + signum)
+
+    return handler
+
+
 def _drain_on_sigterm(server) -> None:
-    """SIGTERM: stop the HTTP processes first (uvicorn stops accepting and finishes the requests it holds,
-    for up to DRAIN_SECONDS), then let LitServe stop the workers; `server.run` then returns."""
+    """SIGTERM or Ctrl+C: stop the HTTP processes first (uvicorn stops accepting and finishes the requests it
+    holds, for up to DRAIN_SECONDS), then the inference workers (a stop message on their queue, after the
+    requests before it), then LitServe's own shutdown; `server.run` then returns. A second Ctrl+C is
+    LitServe's KeyboardInterrupt."""
     main_pid = os.getpid()
+    child_handler = _stop_only_with(main_pid)
+    started = []
 
     def drain():
         http = [p for p in mp.active_children() if p.name.startswith("LitServer-")]
@@ -386,15 +404,29 @@ def _drain_on_sigterm(server) -> None:
             os.kill(p.pid, signal.SIGTERM)
         for p in http:
             p.join(DRAIN_SECONDS + 5)
+        workers = list(getattr(server, "inference_workers", []))
+        server.inference_workers = []  # LitServe's monitor must not take their exit for a crash (and shut down)
+        for queue in server.litapi_request_queues.values():
+            for _ in workers:
+                queue.put(_SENTINEL_VALUE)
+        for w in workers:
+            w.join(10)
+            if w.is_alive():
+                w.kill()
+                w.join(5)
         if server._shutdown_event is not None:
             server._shutdown_event.set()
 
-    def on_sigterm(signum, frame):
-        if os.getpid() != main_pid:  # a forked child that kept this handler: die as it would have
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
+    def on_stop(signum, frame):
+        if os.getpid() != main_pid:  # a forked child (uvicorn's process, LitServe's manager) kept this handler
+            return child_handler(signum, frame)
+        if started:
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
             return
-        log.warning("SIGTERM: finishing the requests in flight, then stopping")
+        started.append(signum)
+        log.warning("%s: finishing the requests in flight, then stopping", signal.Signals(signum).name)
         threading.Thread(target=drain, name="emotion-drain", daemon=True).start()
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+    signal.signal(signal.SIGTERM, on_stop)
+    signal.signal(signal.SIGINT, on_stop)
