@@ -255,6 +255,35 @@ def test_bad_requests_get_a_4xx_and_the_server_goes_on(server):
     assert "Traceback" not in log and "Internal server error" not in log, log[-3000:]
 
 
+def test_damaged_images_never_get_a_5xx(server):
+    """Seeded damage to real JPEG, PNG and GIF files (cut short, bytes overwritten, header kept and body random):
+    each is answered 200 or a 4xx, never a 5xx."""
+    import httpx
+
+    rng = np.random.default_rng(0)
+    buf = io.BytesIO()
+    Image.fromarray(face_photo(5)).convert("P").save(buf, format="GIF")
+    originals = {"image/jpeg": jpeg(face_photo(5)), "image/png": png(noise(60, 40, 5)), "image/gif": buf.getvalue()}
+    statuses = []
+    for ctype, data in originals.items():
+        for k in range(10):
+            b = bytearray(data)
+            if k < 4:
+                b = b[: int(rng.integers(1, len(b)))]
+            elif k < 8:
+                at = rng.integers(0, len(b), 1 + k)
+                b[at[0]:at[0] + 1] = b""  # a byte lost
+                for i in at[1:]:
+                    b[int(i) % len(b)] = int(rng.integers(256))
+            else:
+                b = b[:32] + rng.integers(0, 256, len(b) - 32, dtype=np.uint8).tobytes()
+            r = httpx.post(server.url + "/predict", content=bytes(b), headers={"content-type": ctype}, timeout=60)
+            statuses.append(r.status_code)
+            assert r.status_code == 200 or 400 <= r.status_code < 500, (ctype, k, r.status_code, r.text)
+    assert 400 in statuses
+    assert httpx.get(server.url + "/health").status_code == 200
+
+
 @pytest.mark.cross_backend
 def test_port_in_use_and_missing_model_are_one_line_errors(tmp_path):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
