@@ -271,7 +271,10 @@ async def drive(server: ServerProcess, bodies: list[bytes], path: str, clients: 
 
 
 def run(args, log=print) -> dict:
-    levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+    try:
+        levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
+    except ValueError:
+        raise EmotionError(f"--concurrency takes comma-separated counts, e.g. 1,8,32,64; got {args.concurrency!r}") from None
     if not levels or min(levels) < 1 or args.seconds <= 0 or args.max_batch_size < 2:
         raise EmotionError("--concurrency needs positive counts, --seconds > 0, --max-batch-size >= 2")
     out = Path(args.out)
