@@ -7,13 +7,13 @@
     GET  /docs      OpenAPI (Swagger) page; /openapi.json the schema
 
 How a request travels: the HTTP process (uvicorn, one per worker) checks it cheaply -- content type, size
-(Content-Length first, then a bounded read), the image header (format, pixel count) -- and turns a bad one
-away with a 4xx and a JSON ``{"detail": ...}`` before it reaches the model. The rest go, as bytes, to the
-inference worker, where LitServe gathers up to ``--max-batch-size`` requests arriving within
-``--batch-timeout`` s; `EmotionAPI.predict` decodes each, finds its faces, and classifies every crop of the
-batch in one model call. An image that passed the header check but fails to decode (a truncated file) is
-answered 400 on its own: the rest of its batch is not affected (LitServe would fail a whole batch on an
-exception raised by decode_request, so decode errors travel as values instead).
+(Content-Length first, then a bounded read), the image header (format, pixel count) -- and turns a bad one away
+with a 4xx and a JSON ``{"detail": ...}`` before it reaches the model. The rest go, as bytes, to the inference
+worker, where LitServe gathers up to ``--max-batch-size`` requests arriving within ``--batch-timeout`` s;
+`EmotionAPI` decodes each (decode_request), finds its faces and classifies every crop of the batch in one model
+call (predict; the face searches of a batch run in threads). An image that passed the header check but fails to decode (a
+truncated file) is answered 400 on its own: the rest of its batch is not affected (LitServe would fail a whole
+batch on an exception raised by decode_request, so decode errors travel as values instead).
 
 SIGTERM drains: the HTTP processes stop accepting, finish the requests they hold, then the workers stop, and
 the command exits 0. ``EMOTION_SERVE_BATCH_LOG=FILE`` makes each worker append "images crops" per model call
@@ -32,6 +32,7 @@ import socket
 import threading
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from queue import Empty
 
@@ -219,6 +220,7 @@ class EmotionAPI(ls.LitAPI):
             # (until Predictor.load takes runtime=, in the ONNX change, "keras" is not passed: then pass it always)
             extra = {} if self.runtime == "keras" else {"runtime": self.runtime}
             self.clf = Predictor.load(self.model_name, faces=self.faces, detector=self.detector, **extra)
+            self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="faces")
             self._rows([(np.zeros((64, 64, 3), np.uint8), None)])  # the detector made
             c = 1 if self.clf.color == "grayscale" else 3
             for n in (1, 2, 4, 8, 16, 32, 64):  # the batch shapes `_probabilities` sends, traced/compiled now
@@ -256,7 +258,11 @@ class EmotionAPI(ls.LitAPI):
     def _rows(self, images: list) -> list:
         """Rows (or the Rejected) for each (image, faces) item: faces of every image first, then one model
         call over all their crops."""
-        found = [x if isinstance(x, Rejected) else self.clf.inputs(*x) for x in images]
+        def faces_of(x):
+            return x if isinstance(x, Rejected) else self.clf.inputs(*x)
+
+        # the images' face searches in threads, as `predict_files` does (the detectors keep one interpreter a thread)
+        found = list(self.pool.map(faces_of, images)) if len(images) > 1 else [faces_of(x) for x in images]
         crops = [inp for f in found if not isinstance(f, Rejected) for _, inp in f]
         probs = iter(self._probabilities(np.stack(crops)) if crops else [])
         if self.batch_log:
