@@ -8,6 +8,7 @@
     nox -s parity                          # the backends agree: same weights, same batches, same metrics
     nox -s export                          # one model to SavedModel, ONNX, LiteRT, OpenVINO, torch, each verified
     nox -s bench                           # time every backend and the seed notebook's pipeline (runs/bench/)
+    nox -s serve-bench -- --seconds 5      # load-test `emotion serve`, batched and not (runs/serve-bench/)
 """
 
 from pathlib import Path
@@ -66,7 +67,7 @@ def train_torch(session):
 @nox.session
 def tests(session):
     """Every test under every backend, each backend in its own pytest process, then the cross-backend tests."""
-    session.install("-e", ".[all,dev,export]")
+    session.install("-e", ".[all,dev,export,serve]")
     for backend in BACKENDS:
         session.log(f"--- tests under KERAS_BACKEND={backend}")
         session.run("pytest", "-m", "not cross_backend", *session.posargs, env={"KERAS_BACKEND": backend})
@@ -122,6 +123,17 @@ def bench(session):
     if "--out" not in args:
         args += ["--out", "runs/bench"]
     session.run("emotion", "bench", *args)
+
+
+@nox.session(name="serve-bench")
+def serve_bench(session):
+    """Load-test `emotion serve` on loopback, with dynamic batching and without, at 1/8/32/64 clients on face
+    crops and photos (runs/serve-bench/serve-bench.md, .json, .png). Args go to `emotion serve-bench`."""
+    session.install("-e", ".[all,serve]")
+    args = list(session.posargs)
+    if "--out" not in args:
+        args += ["--out", "runs/serve-bench"]
+    session.run("emotion", "serve-bench", *args)
 
 
 @nox.session

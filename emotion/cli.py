@@ -202,6 +202,33 @@ def _args_parity(p):
     parity.add_arguments(p)
 
 
+def _args_serve(p):
+    # (not `backend`: main() would pick it, importing the framework, in this process; the workers pick it)
+    p.add_argument("--backend", dest="serve_backend", choices=["jax", "tensorflow", "torch"],
+                   help="Keras backend of the inference workers (default: $KERAS_BACKEND, else Keras's default)")
+    _model_arg(p)
+    p.add_argument("--faces", choices=FACE_MODES,
+                   help="the largest face, all faces, or none (the whole image); default: largest for a face model")
+    p.add_argument("--runtime", choices=["keras", "onnx"], default="keras",
+                   help="run the model under Keras (default) or its ONNX export under onnxruntime")
+    p.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "0.0.0.0", "::"],
+                   help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every one)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-batch-size", type=int, default=32,
+                   help="requests gathered into one model call (1: no batching; default 32)")
+    p.add_argument("--batch-timeout", type=float, default=0.005,
+                   help="seconds a batch waits to fill (default 0.005)")
+    p.add_argument("--workers", type=int, default=1, help="inference processes, each with the model (default 1)")
+    p.add_argument("--max-bytes", default="10MB", help="largest request body accepted (default 10MB)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def _args_serve_bench(p):
+    from emotion.tools import serve_bench
+
+    serve_bench.add_arguments(p)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `emotion` parser: one sub-parser per entry of `COMMANDS`."""
     from emotion import __version__
@@ -554,6 +581,23 @@ def cmd_export(args) -> int:
     return command(args)
 
 
+def cmd_serve(args) -> int:
+    try:
+        from emotion.serve import parse_bytes, serve
+    except ImportError as e:
+        raise EmotionError(f"emotion serve needs {e.name}: pip install 'emotion[serve]'") from None
+    return serve(args.model, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
+                 batch_timeout=args.batch_timeout, workers=args.workers, runtime=args.runtime,
+                 max_bytes=parse_bytes(args.max_bytes), faces=args.faces, detector=args.detector,
+                 log_level=args.log_level, backend=args.serve_backend)
+
+
+def cmd_serve_bench(args) -> int:
+    from emotion.tools.serve_bench import command
+
+    return command(args)
+
+
 # Every command, registered here and only here: name -> (help, its flags, what it runs).
 COMMANDS = {
     "fit": ("train, test and save a run folder", _args_fit, cmd_fit),
@@ -565,6 +609,9 @@ COMMANDS = {
                "format from every backend", _args_export, cmd_export),
     "bench": ("time training and inference under each backend (bench.md/.json/.png)", _args_bench, cmd_bench),
     "parity": ("train under every backend from the same weights and compare (parity.md)", _args_parity, cmd_parity),
+    "serve": ("serve the model over HTTP (POST /predict an image; LitServe, dynamic batching)", _args_serve, cmd_serve),
+    "serve-bench": ("load-test `emotion serve`, batched and not (serve-bench.md/.json/.png)", _args_serve_bench,
+                    cmd_serve_bench),
     "data": ("import a data set as image folders", _args_data, cmd_data),
     "clean": ("list (and optionally quarantine) files that are not valid images", _args_clean, cmd_clean),
     "cache": ("show (info) or empty (clear) the decoded-image cache", _args_cache, cmd_cache),
