@@ -206,11 +206,9 @@ def _args_serve(p):
     # (not `backend`: main() would pick it, importing the framework, in this process; the workers pick it)
     p.add_argument("--backend", dest="serve_backend", choices=["jax", "tensorflow", "torch"],
                    help="Keras backend of the inference workers (default: $KERAS_BACKEND, else Keras's default)")
-    _model_arg(p)
+    _model_arg(p, runtime=True)
     p.add_argument("--faces", choices=FACE_MODES,
                    help="the largest face, all faces, or none (the whole image); default: largest for a face model")
-    p.add_argument("--runtime", choices=["keras", "onnx"], default="keras",
-                   help="run the model under Keras (default) or its ONNX export under onnxruntime")
     p.add_argument("--host", default="127.0.0.1", choices=["127.0.0.1", "0.0.0.0", "::"],
                    help="interface to listen on (default 127.0.0.1; 0.0.0.0 for every one)")
     p.add_argument("--port", type=int, default=8000)
@@ -585,7 +583,7 @@ def cmd_serve(args) -> int:
     try:
         from emotion.serve import parse_bytes, serve
     except ImportError as e:
-        raise EmotionError(f"emotion serve needs {e.name}: pip install 'emotion[serve]'") from None
+        raise EmotionError(f"emotion serve needs {e.name}: pip install -e '.[serve]'") from None
     return serve(args.model, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
                  batch_timeout=args.batch_timeout, workers=args.workers, runtime=args.runtime,
                  max_bytes=parse_bytes(args.max_bytes), faces=args.faces, detector=args.detector,

@@ -217,9 +217,7 @@ class EmotionAPI(ls.LitAPI):
 
                 backends.select(self.backend)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # decode_image turns Pillow's warning past this into an error
-            # (until Predictor.load takes runtime=, in the ONNX change, "keras" is not passed: then pass it always)
-            extra = {} if self.runtime == "keras" else {"runtime": self.runtime}
-            self.clf = Predictor.load(self.model_name, faces=self.faces, detector=self.detector, **extra)
+            self.clf = Predictor.load(self.model_name, faces=self.faces, detector=self.detector, runtime=self.runtime)
             self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="faces")
             self._rows([(np.zeros((64, 64, 3), np.uint8), None)])  # the detector made
             c = 1 if self.clf.color == "grayscale" else 3
@@ -336,7 +334,7 @@ def build_server(api: EmotionAPI, workers: int = 1, max_bytes: int = 10_000_000,
 
 
 def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, max_batch_size: int = 32,
-          batch_timeout: float = 0.005, workers: int = 1, runtime: str = "keras", max_bytes: int = 10_000_000,
+          batch_timeout: float = 0.005, workers: int = 1, runtime: str | None = None, max_bytes: int = 10_000_000,
           faces: str | None = None, detector: str | None = None, log_level: str = "info",
           backend: str | None = None) -> int:
     """Run until SIGTERM or Ctrl+C; 0 after a clean stop. Usage errors (a port in use, a missing model) are
@@ -345,24 +343,23 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, m
 
     if host not in HOSTS:
         raise EmotionError(f"--host must be one of {', '.join(HOSTS)}, got {host}")
-    if runtime not in RUNTIMES:
+    if runtime is not None and runtime not in RUNTIMES:
         raise EmotionError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime}")
     if max_batch_size < 1 or workers < 1 or batch_timeout < 0:
         raise EmotionError("--max-batch-size and --workers must be at least 1, --batch-timeout at least 0")
+    from emotion.infer import resolve_model
+
+    runtime = "onnx" if resolve_model(model, runtime).suffix == ".onnx" else "keras"  # (checks the file too)
     if runtime == "keras":
         import backends
-        from emotion.infer import resolve_model
 
         if backend and backend not in backends.installed():
-            raise EmotionError(f"backend {backend!r} is not installed here: pip install 'emotion[{backend}]'")
-        resolve_model(model)
+            raise EmotionError(f"backend {backend!r} is not installed here: pip install -e '.[{backend}]'")
     else:
-        import inspect
-
-        from emotion.infer import Predictor
-
-        if "runtime" not in inspect.signature(Predictor.load).parameters:
-            raise EmotionError(f"--runtime {runtime} is not available in this build of emotion")
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            raise EmotionError("--runtime onnx needs onnxruntime: pip install -e '.[serve]'") from None
     check_port(host, port)
 
     fd, error_file = tempfile.mkstemp(prefix="emotion-serve-", suffix=".err")

@@ -392,15 +392,10 @@ def test_sizes_and_the_bench_report(tmp_path):
 def test_runtime_onnx_serves_the_same_rows(tmp_path):
     """`--runtime onnx` is passed to `Predictor.load` as is: the shipped model's ONNX export under onnxruntime
     answers what `Predictor.load(runtime="onnx").predict_image` gives."""
-    import inspect
-
-    from emotion.infer import Predictor
-
-    if "runtime" not in inspect.signature(Predictor.load).parameters:
-        pytest.skip("Predictor.load takes no runtime= yet (the ONNX runtime change)")
     import httpx
 
     from emotion.data.datamodule import decode_image
+    from emotion.infer import Predictor
 
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
