@@ -24,6 +24,7 @@ import numpy as np
 
 from emotion.errors import EmotionError
 from emotion.faces.detect import FACE_MODES, face_inputs, make_detector
+from emotion.guard import Limits, check_loaded, check_model_file
 
 META_MEMBER = "emotion.json"
 SHIPPED_DIR = Path(__file__).parent / "shipped"
@@ -33,15 +34,22 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 
 
 # ----------------------------------------------------------------------------------------------- files
-def resolve_model(name_or_path: str | Path | None = None) -> Path:
-    """A shipped model's name (default: the happy/sad face model) or a path, checked before Keras loads."""
+def _find_model(name_or_path: str | Path | None = None) -> Path:
     key = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     path = SHIPPED.get(key, Path(key))
     if not path.is_file():
         what = "shipped model" if key in SHIPPED else "model file"
         raise EmotionError(f"{what} not found: {path}")
-    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+    if path.suffix != ".keras":
         raise EmotionError(f"not a Keras model file (.keras zip): {path}")
+    return path
+
+
+def resolve_model(name_or_path: str | Path | None = None, limits: Limits | None = None) -> Path:
+    """A shipped model's name (default: the happy/sad face model) or a path, checked by `emotion.guard` (a
+    `.keras` zip within ``limits``) before anything reads it."""
+    path = _find_model(name_or_path)
+    check_model_file(path, limits)
     return path
 
 
@@ -68,30 +76,53 @@ def read_meta(path: str | Path) -> dict:
             if META_MEMBER in z.namelist() and z.getinfo(META_MEMBER).file_size < 1_000_000:
                 meta = json.loads(z.read(META_MEMBER))
                 if isinstance(meta, dict):
-                    return meta
-    except (OSError, ValueError, zipfile.BadZipFile):
+                    return _clean_meta(meta)
+    except (OSError, ValueError, RecursionError, zipfile.BadZipFile):
         pass
-    beside = path.with_name("metrics.json")
+    beside = path.with_name("metrics.json")  # class names and whether it saw faces; never a path
     try:
         run = json.loads(beside.read_text()) if beside.is_file() and beside.stat().st_size < 10_000_000 else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         run = {}
     if not isinstance(run, dict):
         return {}
-    faces = ((run.get("config") or {}).get("data") or {}).get("faces", "none")
-    return {"class_names": run.get("class_names"), "faces": "crop" if faces in ("crop", "given") else "none"}
+    cfg = run.get("config") if isinstance(run.get("config"), dict) else {}
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    faces = data.get("faces", "none")
+    return _clean_meta({"class_names": run.get("class_names"),
+                        "faces": "crop" if faces in ("crop", "given") else "none"})
 
 
-def load_keras_model(path: str | Path):
-    """`keras.saving.load_model` with one-line errors for a missing, foreign or damaged file."""
+def _clean_meta(meta: dict) -> dict:
+    """emotion.json as read: values of the wrong type are dropped (it names no paths; nothing in it is one)."""
+    names = meta.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str | int) for n in names)):
+        meta.pop("class_names")
+    margin = meta.get("margin")
+    if margin is not None and not (isinstance(margin, int | float) and not isinstance(margin, bool)
+                                   and 0 <= margin < 10):
+        meta.pop("margin")
+    for key in ("detector", "faces"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            meta.pop(key)
+    return meta
+
+
+def load_keras_model(path: str | Path, limits: Limits | None = None):
+    """`keras.saving.load_model`, behind `emotion.guard` (the file is checked before Keras reads it, and the
+    weights against the model after), with one-line errors for a missing, foreign, damaged or hostile file.
+    safe_mode stays on: a file that would run code (a Lambda layer) is refused."""
     import keras
 
-    path = resolve_model(path)
+    path = _find_model(path)
+    report = check_model_file(path, limits)
     try:
-        return keras.saving.load_model(path)
+        model = keras.saving.load_model(path, safe_mode=True)
     except Exception as e:  # keras raises ValueError, KeyError, OSError, zipfile errors...
         msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise EmotionError(f"cannot load model {path}: {msg}") from None
+    check_loaded(model, report, path)
+    return model
 
 
 def image_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -136,12 +167,12 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path | None = None, class_names: list[str] | None = None,
-             faces: str | None = None, detector: str | None = None) -> Predictor:
+             faces: str | None = None, detector: str | None = None, limits: Limits | None = None) -> Predictor:
         """``faces=None``: 'largest' for a model trained on faces, else 'none'. ``detector``: blazeface (default)
-        or haar."""
-        path = resolve_model(path)
+        or haar. ``limits``: what `emotion.guard` allows the file (default: its defaults)."""
+        path = resolve_model(path, limits)
         meta = read_meta(path)
-        model = load_keras_model(path)
+        model = load_keras_model(path, limits)
         outputs = int(model.output_shape[-1])
         k = max(outputs, 2)
         names = class_names or meta.get("class_names")
