@@ -21,17 +21,20 @@ that all get extracted to the temp folder. Here, before Keras parses anything:
 - model.weights.h5 is opened with h5py, reading its metadata only (no data): no external links, external
   storage or virtual datasets (which would read other files), no variable-length data, at most MAX_H5_OBJECTS
   objects; what its datasets declare fits ``max_total_bytes``, and the member is no bigger than that data plus
-  HDF5's own bookkeeping (no padding inside the h5).
+  HDF5's own bookkeeping (no padding inside the h5);
+- the weights fit the config: the model is built from config.json inside a `keras.StatelessScope` that leaves
+  its variables uninitialized (shapes only, no memory; safe_mode on; the compile config left out), which gives
+  the bytes its variables will take. Those must fit ``max_total_bytes`` (a config asking for a 40 GB Dense layer
+  is refused before Keras allocates it), and the weights may declare at most WEIGHTS_FACTOR times that (+ 1 MB;
+  an optimizer's state is twice the weights) - no data the model does not read.
 
 Lying headers: every size above is the central directory's. Python's `zipfile` (which Keras uses) never returns
 more than that declared size for a member and fails on the CRC when the data does not match, and the reads done
 here are bounded by the limits themselves.
 
-After the load, `check_loaded` compares what the weights declared with the variables the model built from its
-config actually holds (with its optimizer's, if any): a file carrying far more than that is refused. The
-parameter count cannot be known from the config without building the model, which is what Keras does anyway;
-the bytes the h5 can declare are bounded before the load, so the check after it only refuses a model that hides
-data, it does not protect memory (the limits before it do).
+Where that shape-only build fails (a config Keras will refuse anyway, or a layer that cannot be built without
+values), the load goes ahead under the other limits and `check_loaded` compares the weights with the loaded
+model's variables afterwards.
 """
 
 from __future__ import annotations
@@ -51,7 +54,7 @@ MIB = 1 << 20
 MAX_MODEL_MB = 512  # all members unpacked, and the bytes the weights declare (--max-model-mb raises it)
 MAX_MEMBERS = 64  # a .keras has 3 or 4 (5 with assets)
 MAX_CENTRAL_DIRECTORY_BYTES = 1 * MIB
-MAX_CONFIG_BYTES = 8 * MIB  # config.json; a 1000-layer functional model writes ~1.5 MB, ours ~40 KB
+MAX_CONFIG_BYTES = 4 * MIB  # config.json; a 1000-layer functional model writes ~1.5 MB, ours ~40 KB
 MAX_META_BYTES = 1 * MIB  # metadata.json and emotion.json; ours are < 2 KB
 MAX_JSON_DEPTH = 100  # ours nest 14 deep; each nested model adds ~5
 MAX_STRING_CHARS = 4096  # any string or key of config.json; ours are < 50 characters
@@ -60,7 +63,7 @@ RATIO_FLOOR_BYTES = 1 * MIB
 MAX_H5_OBJECTS = 50_000  # groups, datasets and links in the weights; ~200 for our models
 H5_OVERHEAD_BYTES = 256 * 1024  # h5 bookkeeping allowed beyond the data: this much ...
 H5_OVERHEAD_PER_OBJECT = 4096  # ... plus this per object (Keras's files: 700-800 bytes)
-WEIGHTS_FACTOR = 4  # after the load: the weights may declare at most this times the model's variables (+ 1 MiB)
+WEIGHTS_FACTOR = 4  # the weights may declare at most this times the model's variables (+ 1 MiB)
 
 CONFIG, WEIGHTS, METADATA, META = "config.json", "model.weights.h5", "metadata.json", "emotion.json"
 KNOWN = (METADATA, CONFIG, WEIGHTS, META)
@@ -104,6 +107,7 @@ class Report:
     total_bytes: int
     weights_bytes: int  # what the h5's datasets declare (shape x item size, summed)
     datasets: int
+    variable_bytes: int | None = None  # what the model built from config.json holds (None: not built)
 
 
 def _mb(n: int) -> str:
@@ -140,8 +144,9 @@ def _member_name_ok(name: str) -> bool:
     return len(name) <= 1024 and not any(p in ("..", ".", "") for p in parts[1:]) and parts[0] == "assets"
 
 
-def check_model_file(path: str | Path, limits: Limits | None = None) -> Report:
-    """Check ``path`` as a `.keras` zip before Keras reads it (see the module's docstring); EmotionError if not."""
+def check_model_file(path: str | Path, limits: Limits | None = None, build: bool = True) -> Report:
+    """Check ``path`` as a `.keras` zip before Keras reads it (see the module's docstring); EmotionError if not.
+    ``build=False``: the file checks only, without Keras (no shape-only build of the config)."""
     limits = limits or Limits()
     path = Path(path)
     try:
@@ -160,16 +165,27 @@ def check_model_file(path: str | Path, limits: Limits | None = None) -> Report:
                 raise _refuse(path, f"its zip directory is {_mb(cd_bytes)} (limit emotion.guard."
                                     f"MAX_CENTRAL_DIRECTORY_BYTES = {MAX_CENTRAL_DIRECTORY_BYTES})")
             with zipfile.ZipFile(f) as z:
-                return _check_archive(path, z, f, limits)
+                report, config = _check_archive(path, z, f, limits)
     except EmotionError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError,
             RuntimeError, struct.error, KeyError, IndexError, OverflowError, MemoryError, RecursionError) as e:
         text = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise EmotionError(f"not a readable Keras model file (.keras zip): {path}: {text}") from None
+    if not build:
+        return report
+    held = config_variable_bytes(config)
+    if held is None:
+        return report
+    if held > limits.max_total_bytes:
+        raise _refuse(path, f"its config builds variables of {_mb(held)} ({_total_hint(limits)})")
+    if report.weights_bytes > WEIGHTS_FACTOR * held + MIB:
+        raise _refuse(path, f"its weights declare {_mb(report.weights_bytes)} but the model's variables hold "
+                            f"{_mb(held)} (limit: emotion.guard.WEIGHTS_FACTOR = {WEIGHTS_FACTOR} times, + 1 MB)")
+    return replace(report, variable_bytes=held)
 
 
-def _check_archive(path: Path, z: zipfile.ZipFile, raw, limits: Limits) -> Report:
+def _check_archive(path: Path, z: zipfile.ZipFile, raw, limits: Limits) -> tuple[Report, dict]:
     infos = z.infolist()
     if len(infos) > limits.max_members:
         raise _refuse(path, f"{len(infos)} archive members (limit emotion.guard.MAX_MEMBERS = {limits.max_members})")
@@ -206,12 +222,12 @@ def _check_archive(path: Path, z: zipfile.ZipFile, raw, limits: Limits) -> Repor
         total += info.file_size
     if total > limits.max_total_bytes:
         raise _refuse(path, f"its members unpack to {_mb(total)} in all ({_total_hint(limits)})")
-    check_config(_bounded_read(z, CONFIG, limits.max_config_bytes), limits, path)
+    config = check_config(_bounded_read(z, CONFIG, limits.max_config_bytes), limits, path)
     for small in (METADATA, META):
         if small in seen:
             _bounded_read(z, small, limits.max_meta_bytes)  # size and CRC; read_meta parses emotion.json
     weights_bytes, datasets = _check_weights(path, z, raw, limits)
-    return Report({i.filename: i.file_size for i in infos}, total, weights_bytes, datasets)
+    return Report({i.filename: i.file_size for i in infos}, total, weights_bytes, datasets), config
 
 
 def _bounded_read(z: zipfile.ZipFile, name: str, limit: int) -> bytes:
@@ -382,7 +398,28 @@ def _check_weights(path: Path, z: zipfile.ZipFile, raw, limits: Limits) -> tuple
     return counts["bytes"], counts["datasets"]
 
 
-# ----------------------------------------------------------------------------------------------- after the load
+# ----------------------------------------------------------------------------------------------- the model
+def config_variable_bytes(config: dict) -> int | None:
+    """Bytes of the variables the model of ``config`` (config.json, parsed) creates, found by building it in a
+    `keras.StatelessScope` that leaves them uninitialized: shapes, no memory. None where it cannot be built so."""
+    import keras
+
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:  # a Keras without it: no shape-only build
+        return None
+    pending = list(global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True))
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            model = keras.saving.deserialize_keras_object(
+                {k: v for k, v in config.items() if k != "compile_config"}, safe_mode=True)
+            return variable_bytes(model) if isinstance(model, keras.Model) else None
+    except Exception:  # whatever it is, the real load meets it again and reports it
+        return None
+    finally:  # ours stay uninitialized for good: a later scope must not allocate them
+        global_state.set_global_attribute("uninitialized_variables", pending)
+
+
 def variable_bytes(model) -> int:
     """Bytes of the model's variables, and its optimizer's where it has one."""
     import numpy as np
@@ -396,7 +433,8 @@ def variable_bytes(model) -> int:
 
 
 def check_loaded(model, report: Report, path: str | Path = "model") -> None:
-    """The weights file must not declare much more data than the loaded model's variables hold."""
+    """The weights file must not declare much more data than the loaded model's variables hold (checked before
+    the load already, where the config could be built without values)."""
     used = variable_bytes(model)
     if report.weights_bytes > WEIGHTS_FACTOR * used + MIB:
         raise _refuse(path, f"its weights declare {_mb(report.weights_bytes)} but the model's variables hold "

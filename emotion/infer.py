@@ -49,7 +49,7 @@ def resolve_model(name_or_path: str | Path | None = None, limits: Limits | None 
     """A shipped model's name (default: the happy/sad face model) or a path, checked by `emotion.guard` (a
     `.keras` zip within ``limits``) before anything reads it."""
     path = _find_model(name_or_path)
-    check_model_file(path, limits)
+    check_model_file(path, limits, build=False)  # the file; load_keras_model checks the model's size too
     return path
 
 

@@ -123,9 +123,19 @@ def test_weights_that_unpack_to_much_more_are_refused(model_file, tmp_path):
     bomb = rezip(model_file, tmp_path / "declared.keras", {"model.weights.h5": declared})
     msg = refused(bomb, "weights declare more than 16.0 MB", Limits.from_mb(16))
     assert "--max-model-mb raises it" in msg
-    check_model_file(bomb, Limits.from_mb(100))  # within a raised limit the file itself is fine ...
-    with pytest.raises(EmotionError, match="cannot load model|variables hold"):  # ... and Keras, or the guard, refuses
-        load_keras_model(bomb, Limits.from_mb(100))
+    check_model_file(bomb, Limits.from_mb(100), build=False)  # within a raised limit the file itself is fine, but
+    assert "WEIGHTS_FACTOR" in refused(bomb, "variables hold 0.0 MB", Limits.from_mb(100))  # not for this model
+
+
+def test_a_config_asking_for_huge_variables_is_refused_before_they_exist(model_file, tmp_path):
+    config = json.loads(members(model_file)["config.json"][0])
+    dense = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")
+    dense["config"]["units"] = 10**8  # (72 + 1) x 1e8 float32: 29 GB
+    bad = rezip(model_file, tmp_path / "units.keras", {"config.json": json.dumps(config).encode()})
+    t0 = time.perf_counter()
+    assert "--max-model-mb" in refused(bad, "config builds variables of 27847.3 MB")
+    assert time.perf_counter() - t0 < 5
+    assert check_model_file(model_file).variable_bytes == 4 * 166
 
 
 def test_padding_members_and_a_big_total_are_refused(model_file, tmp_path):
@@ -163,9 +173,10 @@ def test_padding_inside_the_h5_is_refused(model_file, tmp_path):
         h5["layers/unused"] = np.ones(1 << 20, np.float32)
 
     hidden = rezip(model_file, tmp_path / "hidden.keras", {"model.weights.h5": h5_bytes(extra_dataset)})
-    check_model_file(hidden)
+    refused(hidden, "weights declare 4.0 MB but the model's variables hold 0.0 MB")
+    report = check_model_file(hidden, build=False)  # and after a load, where the config could not be built
     with pytest.raises(EmotionError, match="variables hold .*WEIGHTS_FACTOR"):
-        load_keras_model(hidden)
+        guard.check_loaded(load_keras_model(model_file), report)
 
 
 def test_h5_links_to_other_files_are_refused(model_file, tmp_path):
