@@ -13,7 +13,8 @@ that all get extracted to the temp folder. Here, before Keras parses anything:
   MAX_MEMBERS entries; no duplicate names, no encryption, only stored or deflated members;
 - only the members a `.keras` has: metadata.json, config.json, model.weights.h5, our emotion.json, and assets/
   files; anything else (padding, another weights format, odd paths) is refused;
-- each member's declared size fits its own limit and all of them together fit ``max_total_bytes``
+- each member's declared size fits its own limit (assets/ files: MAX_ASSETS_BYTES together, as Keras
+  extracts them all to a temp folder) and all of them together fit ``max_total_bytes``
   (``--max-model-mb``, default MAX_MODEL_MB); a big member may not unpack to more than MAX_RATIO times its stored
   size (Keras stores its members, so a ratio like that is a bomb);
 - config.json (at most MAX_CONFIG_BYTES) is read with a bounded read, its nesting depth is counted before it is
@@ -56,6 +57,7 @@ MAX_MEMBERS = 64  # a .keras has 3 or 4 (5 with assets)
 MAX_CENTRAL_DIRECTORY_BYTES = 1 * MIB
 MAX_CONFIG_BYTES = 4 * MIB  # config.json; a 1000-layer functional model writes ~1.5 MB, ours ~40 KB
 MAX_META_BYTES = 1 * MIB  # metadata.json and emotion.json; ours are < 2 KB
+MAX_ASSETS_BYTES = 16 * MIB  # all assets/ files (Keras extracts them to a temp folder); ours have none
 MAX_JSON_DEPTH = 100  # ours nest 14 deep; each nested model adds ~5
 MAX_STRING_CHARS = 4096  # any string or key of config.json; ours are < 50 characters
 MAX_RATIO = 100  # unpacked / stored, for members past RATIO_FLOOR_BYTES (Keras stores: ratio 1)
@@ -80,6 +82,7 @@ class Limits:
     max_members: int = MAX_MEMBERS
     max_config_bytes: int = MAX_CONFIG_BYTES
     max_meta_bytes: int = MAX_META_BYTES
+    max_assets_bytes: int = MAX_ASSETS_BYTES
     max_json_depth: int = MAX_JSON_DEPTH
     max_string_chars: int = MAX_STRING_CHARS
     max_ratio: float = MAX_RATIO
@@ -220,6 +223,10 @@ def _check_archive(path: Path, z: zipfile.ZipFile, raw, limits: Limits) -> tuple
                                 f"{_mb(info.compress_size)} stored, more than {limits.max_ratio:g} times: a "
                                 f"decompression bomb (limit emotion.guard.MAX_RATIO)")
         total += info.file_size
+    assets = sum(i.file_size for i in infos if i.filename.startswith(ASSETS))
+    if assets > limits.max_assets_bytes:
+        raise _refuse(path, f"its assets/ files unpack to {_mb(assets)} (limit emotion.guard.MAX_ASSETS_BYTES = "
+                            f"{limits.max_assets_bytes}; an image model has none)")
     if total > limits.max_total_bytes:
         raise _refuse(path, f"its members unpack to {_mb(total)} in all ({_total_hint(limits)})")
     config = check_config(_bounded_read(z, CONFIG, limits.max_config_bytes), limits, path)

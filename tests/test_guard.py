@@ -147,6 +147,9 @@ def test_padding_members_and_a_big_total_are_refused(model_file, tmp_path):
         refused(rezip(model_file, tmp_path / "odd.keras", extra={odd: b"x"}), "unexpected member")
     with_assets = rezip(model_file, tmp_path / "assets.keras", extra={"assets/vocab.txt": b"a\nb\n"})
     assert check_model_file(with_assets).members["assets/vocab.txt"] == 4
+    big_assets = rezip(model_file, tmp_path / "big.keras", extra={"assets/a": bytes(guard.MAX_ASSETS_BYTES + 1)},
+                       compress={"assets/a": zipfile.ZIP_DEFLATED})
+    assert "MAX_ASSETS_BYTES" in refused(big_assets, "assets/ files unpack to 16.0 MB", Limits(max_ratio=10**6))
     total = check_model_file(model_file).total_bytes
     assert "--max-model-mb raises it" in refused(model_file, "unpack to|the file is", Limits(max_total_bytes=total - 1))
 
