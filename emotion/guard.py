@@ -33,9 +33,10 @@ Lying headers: every size above is the central directory's. Python's `zipfile` (
 more than that declared size for a member and fails on the CRC when the data does not match, and the reads done
 here are bounded by the limits themselves.
 
-Where that shape-only build fails (a config Keras will refuse anyway, or a layer that cannot be built without
-values), the load goes ahead under the other limits and `check_loaded` compares the weights with the loaded
-model's variables afterwards.
+A config that cannot be built is refused with Keras's own error (the real load would fail the same way, but
+only after allocating the layers before the failing one). Where a layer cannot be built without values (it
+makes a variable from an array; none of ours does), the load goes ahead under the other limits and
+`check_loaded` compares the weights with the loaded model's variables afterwards.
 """
 
 from __future__ import annotations
@@ -177,7 +178,11 @@ def check_model_file(path: str | Path, limits: Limits | None = None, build: bool
         raise EmotionError(f"not a readable Keras model file (.keras zip): {path}: {text}") from None
     if not build:
         return report
-    held = config_variable_bytes(config)
+    try:
+        held = config_variable_bytes(config)
+    except Exception as e:  # Keras cannot build this config: the real load would fail the same way, after
+        text = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__  # allocating
+        raise EmotionError(f"cannot load model {path}: {text}") from None
     if held is None:
         return report
     if held > limits.max_total_bytes:
@@ -378,7 +383,7 @@ def _check_weights(path: Path, z: zipfile.ZipFile, raw, limits: Limits) -> tuple
             else:
                 counts["bytes"] += int(np.prod(obj.shape or (), dtype=object)) * obj.dtype.itemsize
                 if counts["bytes"] > limits.max_total_bytes:
-                    problems.append(f"its weights declare more than {_mb(limits.max_total_bytes)} of data "
+                    problems.append(f"datasets declaring more than {_mb(limits.max_total_bytes)} of data "
                                     f"({_total_hint(limits)})")
         return True if problems else None
 
@@ -408,7 +413,8 @@ def _check_weights(path: Path, z: zipfile.ZipFile, raw, limits: Limits) -> tuple
 # ----------------------------------------------------------------------------------------------- the model
 def config_variable_bytes(config: dict) -> int | None:
     """Bytes of the variables the model of ``config`` (config.json, parsed) creates, found by building it in a
-    `keras.StatelessScope` that leaves them uninitialized: shapes, no memory. None where it cannot be built so."""
+    `keras.StatelessScope` that leaves them uninitialized: shapes, no memory. None where a layer cannot be built
+    so (it makes a variable from values); Keras's own error where the config cannot be built at all."""
     import keras
 
     try:
@@ -421,8 +427,10 @@ def config_variable_bytes(config: dict) -> int | None:
             model = keras.saving.deserialize_keras_object(
                 {k: v for k, v in config.items() if k != "compile_config"}, safe_mode=True)
             return variable_bytes(model) if isinstance(model, keras.Model) else None
-    except Exception:  # whatever it is, the real load meets it again and reports it
-        return None
+    except ValueError as e:
+        if "stateless scope" in str(e):  # a variable made from values: not countable this way
+            return None
+        raise
     finally:  # ours stay uninitialized for good: a later scope must not allocate them
         global_state.set_global_attribute("uninitialized_variables", pending)
 

@@ -121,7 +121,7 @@ def test_weights_that_unpack_to_much_more_are_refused(model_file, tmp_path):
     declared = h5_bytes(lambda h5: h5.create_dataset("layers/dense/vars/0", shape=(1 << 24,), dtype="f4"))
     assert len(declared) < 10_000
     bomb = rezip(model_file, tmp_path / "declared.keras", {"model.weights.h5": declared})
-    msg = refused(bomb, "weights declare more than 16.0 MB", Limits.from_mb(16))
+    msg = refused(bomb, "datasets declaring more than 16.0 MB", Limits.from_mb(16))
     assert "--max-model-mb raises it" in msg
     check_model_file(bomb, Limits.from_mb(100), build=False)  # within a raised limit the file itself is fine, but
     assert "WEIGHTS_FACTOR" in refused(bomb, "variables hold 0.0 MB", Limits.from_mb(100))  # not for this model
@@ -136,6 +136,14 @@ def test_a_config_asking_for_huge_variables_is_refused_before_they_exist(model_f
     assert "--max-model-mb" in refused(bad, "config builds variables of 27847.3 MB")
     assert time.perf_counter() - t0 < 5
     assert check_model_file(model_file).variable_bytes == 4 * 166
+    # a config Keras cannot build is refused with Keras's reason before the real load builds (and allocates)
+    # the layers in front of the one that fails
+    dense["config"]["units"] = 2
+    conv = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Conv2D")
+    conv["config"]["kernel_size"] = [100, 100]
+    broken = rezip(model_file, tmp_path / "broken.keras", {"config.json": json.dumps(config).encode()})
+    with pytest.raises(EmotionError, match="^cannot load model .*broken.keras: "):
+        check_model_file(broken)
 
 
 def test_padding_members_and_a_big_total_are_refused(model_file, tmp_path):
@@ -249,9 +257,10 @@ def test_safe_mode_stays_on(tmp_path):
     model = keras.Sequential([keras.Input((2,)), keras.layers.Lambda(lambda x: x * 2)])
     path = tmp_path / "lambda.keras"
     model.save(path)
-    check_model_file(path)  # a well-formed file: the refusal is Keras's safe_mode, not the guard
-    with pytest.raises(EmotionError, match="(?i)lambda|safe_mode|unsafe"):
-        load_keras_model(path)
+    check_model_file(path, build=False)  # a well-formed file: the refusal is Keras's safe_mode (in the guard's
+    for load in (check_model_file, load_keras_model):  # shape-only build, which keeps safe_mode on, too)
+        with pytest.raises(EmotionError, match="(?i)lambda.*safe_mode|safe_mode.*lambda"):
+            load(path)
     for source in (REPO / "emotion").rglob("*.py"):
         text = source.read_text()
         assert not re.search(r"safe_mode\s*=\s*False|enable_unsafe_deserialization", text), source
