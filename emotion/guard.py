@@ -27,7 +27,7 @@ that all get extracted to the temp folder. Here, before Keras parses anything:
   its variables uninitialized (shapes only, no memory; safe_mode on; the compile config left out), which gives
   the bytes its variables will take. Those must fit ``max_total_bytes`` (a config asking for a 40 GB Dense layer
   is refused before Keras allocates it), and the weights may declare at most WEIGHTS_FACTOR times that (+ 1 MB;
-  an optimizer's state is twice the weights) - no data the model does not read.
+  a compiled model's optimizer state is saved with it) - no data the model does not read.
 
 Lying headers: every size above is the central directory's. Python's `zipfile` (which Keras uses) never returns
 more than that declared size for a member and fails on the CRC when the data does not match, and the reads done
@@ -66,7 +66,8 @@ RATIO_FLOOR_BYTES = 1 * MIB
 MAX_H5_OBJECTS = 50_000  # groups, datasets and links in the weights; ~200 for our models
 H5_OVERHEAD_BYTES = 256 * 1024  # h5 bookkeeping allowed beyond the data: this much ...
 H5_OVERHEAD_PER_OBJECT = 4096  # ... plus this per object (Keras's files: 700-800 bytes)
-WEIGHTS_FACTOR = 4  # the weights may declare at most this times the model's variables (+ 1 MiB)
+WEIGHTS_FACTOR = 10  # the weights may declare at most this times the model's variables (+ 1 MiB): the
+# optimizer state of a compiled model is saved with it (Adam under mixed precision: 5x in all)
 
 CONFIG, WEIGHTS, METADATA, META = "config.json", "model.weights.h5", "metadata.json", "emotion.json"
 KNOWN = (METADATA, CONFIG, WEIGHTS, META)
