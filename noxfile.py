@@ -5,12 +5,14 @@
     nox -s tests                           # the whole suite under JAX, TensorFlow and PyTorch, each in its own process
     nox -s tests -- -k split               # arguments after -- go to pytest
     nox -s lint
+    nox -s fuzz                            # tests/test_fuzz.py with 2000 examples each (EMOTION_FUZZ_EXAMPLES)
     nox -s parity                          # the backends agree: same weights, same batches, same metrics
     nox -s export                          # one model to SavedModel, ONNX, LiteRT, OpenVINO, torch, each verified
     nox -s bench                           # time every backend and the seed notebook's pipeline (runs/bench/)
     nox -s serve-bench -- --seconds 5      # load-test `emotion serve`, batched and not (runs/serve-bench/)
 """
 
+import os
 from pathlib import Path
 
 import nox
@@ -134,6 +136,18 @@ def serve_bench(session):
     if "--out" not in args:
         args += ["--out", "runs/serve-bench"]
     session.run("emotion", "serve-bench", *args)
+
+
+@nox.session
+def fuzz(session):
+    """The fuzz tests (tests/test_fuzz.py: hostile .keras files through the guard and the load, random YAML through
+    load_config) with many random examples instead of a few: EMOTION_FUZZ_EXAMPLES (default 2000), under
+    KERAS_BACKEND (default jax). Failures replay from .hypothesis/."""
+    session.install("-e", ".[all,dev]")
+    examples = os.environ.get("EMOTION_FUZZ_EXAMPLES", "2000")
+    backend = os.environ.get("KERAS_BACKEND", "jax")
+    session.run("pytest", "tests/test_fuzz.py", "--hypothesis-show-statistics", *session.posargs,
+                env={"EMOTION_FUZZ_EXAMPLES": examples, "KERAS_BACKEND": backend})
 
 
 @nox.session

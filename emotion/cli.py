@@ -77,6 +77,7 @@ def _model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
     p.add_argument("--model", help="a .keras file" + (" or its .onnx export" if runtime else "") +
                    " (default: the happy/sad face model that ships with emotion)")
     p.add_argument("--detector", choices=DETECTORS, help="face detector (default: blazeface; docs/faces.md)")
+    _max_model_arg(p)
     if runtime:
         p.add_argument("--runtime", choices=RUNTIMES,
                        help="keras: the .keras under the backend; onnx: the ONNX export under onnxruntime, with no "
@@ -87,6 +88,20 @@ def _model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
 def _uses_keras(args) -> bool:
     """Whether the command needs a Keras backend: not for a model run by onnxruntime."""
     return getattr(args, "runtime", None) != "onnx" and not str(getattr(args, "model", None) or "").endswith(".onnx")
+
+
+def _max_model_arg(p: argparse.ArgumentParser) -> None:
+    from emotion.guard import MAX_MODEL_MB
+
+    p.add_argument("--max-model-mb", type=float, default=None, metavar="MB",
+                   help=f"refuse a model file that unpacks to more than this (default {MAX_MODEL_MB}); "
+                        "files are checked before Keras reads them (README, 'Model files are checked')")
+
+
+def _limits(args):
+    from emotion.guard import Limits
+
+    return Limits.from_mb(getattr(args, "max_model_mb", None))
 
 
 def _fit_args(p: argparse.ArgumentParser) -> None:
@@ -339,7 +354,7 @@ def cmd_test(args) -> int:
 
     root = Path(args.data)
     names = class_folders(root, args.classes)  # data errors before the model loads
-    clf = Predictor.load(args.model, detector=args.detector)
+    clf = Predictor.load(args.model, detector=args.detector, limits=_limits(args))
     if args.classes is None and not any(c.startswith("class_") for c in clf.class_names):
         names = class_folders(root, clf.class_names)
     if len(names) != len(clf.class_names):
@@ -415,7 +430,8 @@ def cmd_predict(args) -> int:
         if Path(args.annotate).exists() and not Path(args.annotate).is_dir():
             raise EmotionError(f"--annotate needs a folder; {args.annotate} is a file")
         Path(args.annotate).mkdir(parents=True, exist_ok=True)
-    clf = Predictor.load(args.model, faces=args.faces, detector=args.detector, runtime=args.runtime)
+    clf = Predictor.load(args.model, faces=args.faces, detector=args.detector, runtime=args.runtime,
+                         limits=_limits(args))
     names = clf.class_names
     positive = names[-1] if len(names) == 2 else None
     writer = None
@@ -497,7 +513,7 @@ def cmd_video(args) -> int:
     if args.detect_every < 1:
         raise EmotionError(f"--detect-every must be at least 1, got {args.detect_every}")
     video.open_source(args.source).release()  # a bad source fails before the model loads
-    clf = Predictor.load(args.model, detector=args.detector, runtime=args.runtime)
+    clf = Predictor.load(args.model, detector=args.detector, runtime=args.runtime, limits=_limits(args))
     faces = args.faces or ("all" if clf.face_model else "none")
     result = video.run(args.source, clf, out=args.out, csv_path=args.csv, show=args.show, faces=faces,
                        smooth=args.smooth, detect_every=args.detect_every, max_frames=args.max_frames,

@@ -241,8 +241,15 @@ def _misplaced(key: str, where: str, options) -> str:
     return f"unknown key {key!r} in {where}{_suggest(key, options)}; valid: {', '.join(sorted(options))}"
 
 
+def _text_keys(mapping: dict, where: str) -> None:
+    for key in mapping:
+        if not isinstance(key, str):
+            raise EmotionError(f"config: the key {key!r} in {where} is not a name")
+
+
 def from_dict(raw: dict) -> Config:
     raw = dict(raw or {})
+    _text_keys(raw, "the top level")
     for key in raw:
         if key not in {"seed", *SECTIONS}:
             raise EmotionError("config: " + _misplaced(key, "the top level", ["seed", *SECTIONS]))
@@ -251,12 +258,16 @@ def from_dict(raw: dict) -> Config:
         values = raw.get(name) or {}
         if not isinstance(values, dict):
             raise EmotionError(f"config section {name!r} must be a mapping")
+        _text_keys(values, f"section {name!r}")
         names = [f.name for f in dataclasses.fields(cls)]
         for key in values:
             if key not in names:
                 raise EmotionError("config: " + _misplaced(key, f"section {name!r}", names))
         sections[name] = cls(**values)
     return Config(seed=raw.get("seed", 0), **sections)
+
+
+MAX_CONFIG_FILE_BYTES = 1 << 20
 
 
 def load_config(path: str | Path | None = None, overrides: dict | None = None) -> Config:
@@ -266,10 +277,15 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
         path = Path(path)
         if not path.is_file():
             raise EmotionError(f"config file not found: {path}")
+        if path.stat().st_size > MAX_CONFIG_FILE_BYTES:
+            raise EmotionError(f"config file {path} is {path.stat().st_size} bytes; a config is a few KB "
+                               f"(limit {MAX_CONFIG_FILE_BYTES})")
         try:
             raw = yaml.safe_load(path.read_text()) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise EmotionError(f"config file {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        except RecursionError:
+            raise EmotionError(f"config file {path} nests too deep to read") from None
         if not isinstance(raw, dict):
             raise EmotionError(f"config file {path} must hold a mapping")
     cfg = from_dict(raw)

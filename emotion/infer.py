@@ -24,6 +24,7 @@ import numpy as np
 
 from emotion.errors import EmotionError
 from emotion.faces.detect import FACE_MODES, face_inputs, make_detector
+from emotion.guard import MIB, Limits, check_loaded, check_model_file
 
 META_MEMBER = "emotion.json"
 ONNX_META_KEY = "emotion"  # the same JSON, in an ONNX file's metadata_props (written by `emotion export`)
@@ -37,10 +38,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 RUNTIMES = ("keras", "onnx")
 
 
-def resolve_model(name_or_path: str | Path | None = None, runtime: str | None = None) -> Path:
-    """A shipped model's name (default: the happy/sad face model) or a path, checked before anything loads.
-    ``runtime``: 'keras' (a `.keras` under the running backend) or 'onnx' (its ONNX export under onnxruntime);
-    None: from the file's suffix. A shipped model comes in both."""
+def _find_model(name_or_path: str | Path | None = None, runtime: str | None = None) -> Path:
     key = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     if runtime is not None and runtime not in RUNTIMES:
         raise EmotionError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -55,8 +53,25 @@ def resolve_model(name_or_path: str | Path | None = None, runtime: str | None = 
         if path.suffix != ".onnx":
             raise EmotionError(f"--runtime onnx takes an .onnx file, got {path} (make one with: emotion export "
                                f"--model {path} --format onnx --out {path.with_suffix('.onnx')})")
-    elif path.suffix != ".keras" or not zipfile.is_zipfile(path):
+    elif path.suffix != ".keras":
         raise EmotionError(f"not a Keras model file (.keras zip): {path}")
+    return path
+
+
+def resolve_model(name_or_path: str | Path | None = None, runtime: str | None = None,
+                  limits: Limits | None = None) -> Path:
+    """A shipped model's name (default: the happy/sad face model) or a path, checked before anything reads it:
+    a `.keras` by `emotion.guard` (a zip within ``limits``), an `.onnx` for its size. ``runtime``: 'keras' (a
+    `.keras` under the running backend) or 'onnx' (its ONNX export under onnxruntime); None: from the file's
+    suffix. A shipped model comes in both."""
+    path = _find_model(name_or_path, runtime)
+    if path.suffix == ".onnx":
+        limits = limits or Limits()
+        if path.stat().st_size > limits.max_total_bytes:
+            raise EmotionError(f"{path} is {path.stat().st_size / MIB:.0f} MB, over the limit of "
+                               f"{limits.max_total_bytes / MIB:.0f} MB (--max-model-mb)")
+    else:
+        check_model_file(path, limits, build=False)  # the file; load_keras_model checks the model's size too
     return path
 
 
@@ -83,30 +98,53 @@ def read_meta(path: str | Path) -> dict:
             if META_MEMBER in z.namelist() and z.getinfo(META_MEMBER).file_size < 1_000_000:
                 meta = json.loads(z.read(META_MEMBER))
                 if isinstance(meta, dict):
-                    return meta
-    except (OSError, ValueError, zipfile.BadZipFile):
+                    return _clean_meta(meta)
+    except (OSError, ValueError, RecursionError, zipfile.BadZipFile):
         pass
-    beside = path.with_name("metrics.json")
+    beside = path.with_name("metrics.json")  # class names and whether it saw faces; never a path
     try:
         run = json.loads(beside.read_text()) if beside.is_file() and beside.stat().st_size < 10_000_000 else {}
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         run = {}
     if not isinstance(run, dict):
         return {}
-    faces = ((run.get("config") or {}).get("data") or {}).get("faces", "none")
-    return {"class_names": run.get("class_names"), "faces": "crop" if faces in ("crop", "given") else "none"}
+    cfg = run.get("config") if isinstance(run.get("config"), dict) else {}
+    data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    faces = data.get("faces", "none")
+    return _clean_meta({"class_names": run.get("class_names"),
+                        "faces": "crop" if faces in ("crop", "given") else "none"})
 
 
-def load_keras_model(path: str | Path):
-    """`keras.saving.load_model` with one-line errors for a missing, foreign or damaged file."""
+def _clean_meta(meta: dict) -> dict:
+    """emotion.json as read: values of the wrong type are dropped (it names no paths; nothing in it is one)."""
+    names = meta.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str | int) for n in names)):
+        meta.pop("class_names")
+    margin = meta.get("margin")
+    if margin is not None and not (isinstance(margin, int | float) and not isinstance(margin, bool)
+                                   and 0 <= margin < 10):
+        meta.pop("margin")
+    for key in ("detector", "faces"):
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            meta.pop(key)
+    return meta
+
+
+def load_keras_model(path: str | Path, limits: Limits | None = None):
+    """`keras.saving.load_model`, behind `emotion.guard` (the file is checked before Keras reads it, and the
+    weights against the model after), with one-line errors for a missing, foreign, damaged or hostile file.
+    safe_mode stays on: a file that would run code (a Lambda layer) is refused."""
     import keras
 
-    path = resolve_model(path)
+    path = _find_model(path)
+    report = check_model_file(path, limits)
     try:
-        return keras.saving.load_model(path)
+        model = keras.saving.load_model(path, safe_mode=True)
     except Exception as e:  # keras raises ValueError, KeyError, OSError, zipfile errors...
         msg = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise EmotionError(f"cannot load model {path}: {msg}") from None
+    check_loaded(model, report, path)
+    return model
 
 
 class OnnxModel:
@@ -152,14 +190,14 @@ class OnnxModel:
         return np.concatenate(parts)
 
 
-def load_model(path: str | Path | None = None, runtime: str | None = None):
+def load_model(path: str | Path | None = None, runtime: str | None = None, limits: Limits | None = None):
     """(model, meta): a Keras model (or an `OnnxModel` for runtime 'onnx' or an .onnx file) and its metadata."""
-    path = resolve_model(path, runtime)
+    path = resolve_model(path, runtime, limits)
     if path.suffix == ".onnx":
         model = OnnxModel(path)
         return model, model.meta or read_meta(path)
     meta = read_meta(path)
-    return load_keras_model(path), meta
+    return load_keras_model(path, limits), meta
 
 
 def image_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -204,11 +242,13 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path | None = None, class_names: list[str] | None = None,
-             faces: str | None = None, detector: str | None = None, runtime: str | None = None) -> Predictor:
+             faces: str | None = None, detector: str | None = None, runtime: str | None = None,
+             limits: Limits | None = None) -> Predictor:
         """``faces=None``: 'largest' for a model trained on faces, else 'none'. ``detector``: blazeface (default)
         or haar. ``runtime``: 'keras' (default for a .keras) or 'onnx' (the model's ONNX export under
-        onnxruntime; no TensorFlow, JAX or PyTorch is imported)."""
-        model, meta = load_model(path, runtime)
+        onnxruntime; no TensorFlow, JAX or PyTorch is imported). ``limits``: what `emotion.guard` allows the
+        file (default: its defaults)."""
+        model, meta = load_model(path, runtime, limits)
         outputs = int(model.output_shape[-1])
         k = max(outputs, 2)
         names = class_names or meta.get("class_names")

@@ -18,6 +18,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import keras  # noqa: E402
 
+from emotion.guard import check_model_file  # noqa: E402
 from emotion.infer import SHIPPED_DIR, read_meta, write_meta  # noqa: E402
 from emotion.models.presets import unwrap, with_flip_tta  # noqa: E402
 
@@ -34,6 +35,7 @@ def main() -> None:
     meta = read_meta(source)
     if "reference" not in meta:
         raise SystemExit(f"{source} carries no emotion.json with reference outputs; retrain it with this version")
+    check_model_file(source)  # emotion.guard, as every load in the package
     model = keras.saving.load_model(source, compile=False)
     inner = unwrap(model)  # a flip-TTA wrapper holds the trained (compiled) network, optimizer state and all
     network = keras.Model.from_config(inner.get_config())  # uncompiled: saved without optimizer state

@@ -18,9 +18,11 @@ be <= 1e-4. A quantized LiteRT model (``--quantize dynamic|int8``, int8 calibrat
 instead keep test accuracy within 1 point of the float model; its size and accuracy change are reported.
 A failed check deletes nothing and exits non-zero.
 
-The test images are the model's own test split: the data folder (``--data``, else the one in the run folder's
-``metrics.json``) split with the run's seed and fractions. With neither, 32 seeded random images stand in
-(float formats only), and the report says so.
+The test images are the model's own test split of the data folder given with ``--data``, split with the run's
+seed and fractions (from the ``metrics.json`` beside the model, where there is one). Without ``--data``, 32
+seeded random images stand in (float formats only), and the report says so. Nothing beside the model decides
+where to read or write: its ``metrics.json`` gives class names, seed and split fractions, never a path (not its
+data folder, not its cache). The model file passes `emotion.guard` first (``--max-model-mb``).
 
 ``emotion export --matrix --model M.keras --out DIR [--data D] [--backends jax,torch]`` exports to every format
 from every installed backend, each in its own process (`emotion.tools.harness`), and writes ``DIR/export.md`` (the
@@ -154,36 +156,49 @@ class CheckData:
     source: str
 
 
+def run_settings(model_path: Path) -> dict:
+    """What the ``metrics.json`` beside a model may tell the check: class names, seed, split fractions, each
+    only when it has the right type. Never a path: its data folder and cache are ignored."""
+    meta = model_path.with_name("metrics.json")
+    try:
+        run = json.loads(meta.read_text()) if meta.is_file() and meta.stat().st_size < 10_000_000 else {}
+    except (OSError, ValueError, RecursionError):
+        run = {}
+    run = run if isinstance(run, dict) else {}
+    cfg = run.get("config") if isinstance(run.get("config"), dict) else {}
+    dcfg = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+    out = {}
+    names = run.get("class_names")
+    if isinstance(names, list) and 2 <= len(names) <= 1000 and all(isinstance(n, str) for n in names):
+        out["class_names"] = names
+    seed = run.get("seed", cfg.get("seed"))
+    if isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed < 2**32:
+        out["seed"] = seed
+    split = dcfg.get("split")
+    if (isinstance(split, list) and len(split) in (2, 3)
+            and all(isinstance(f, int | float) and not isinstance(f, bool) and 0 <= f <= 1 for f in split)):
+        out["split"] = split
+    return out
+
+
 def check_data(model_path: Path, model, data: str | None, class_names: list[str] | None = None) -> CheckData:
-    """The model's test split (and training images for calibration), from ``data`` or the run's metrics.json."""
+    """The model's test split (and training images for calibration) of ``data``; without it, random images."""
     from emotion.config import DataConfig
     from emotion.data.datamodule import EmotionDataModule
 
     _, size, _, channels = model.input_shape
-    run = {}
-    meta = model_path.with_name("metrics.json")
-    if meta.is_file():
-        try:
-            run = json.loads(meta.read_text())
-        except (OSError, ValueError):
-            run = {}
-    cfg = run.get("config") or {}
-    dcfg = cfg.get("data") or {}
-    folder = data or dcfg.get("data")
-    if folder and not Path(folder).is_dir():
-        if data:
-            raise EmotionError(f"data folder not found: {data}")
-        log(f"export: the run's data folder {folder} is not here; pass --data to check on real images")
-        folder = None
-    if not folder:
+    if data and not Path(data).is_dir():
+        raise EmotionError(f"data folder not found: {data}")
+    if not data:
         rng = np.random.default_rng(0)
         images = rng.integers(0, 256, (RANDOM_IMAGES, size, size, channels), dtype=np.uint8)
-        return CheckData(images, None, None, f"{RANDOM_IMAGES} seeded random images (no data folder known)")
+        return CheckData(images, None, None, f"{RANDOM_IMAGES} seeded random images (no --data given)")
+    folder = data
+    run = run_settings(model_path)
     names = class_names or run.get("class_names")
     dc = DataConfig(data=str(folder), classes=names, image_size=int(size),
-                    color="grayscale" if channels == 1 else "rgb",
-                    split=dcfg.get("split") or [0.7, 0.2, 0.1], cache=dcfg.get("cache"))
-    dm = EmotionDataModule(dc, seed=int(run.get("seed", cfg.get("seed", 0)))).setup()
+                    color="grayscale" if channels == 1 else "rgb", split=run.get("split") or [0.7, 0.2, 0.1])
+    dm = EmotionDataModule(dc, seed=run.get("seed", 0)).setup()
     part, which = (dm.test, "test") if len(dm.test) else (dm.val, "val")
     if not len(part):
         raise EmotionError(f"no test or val images in {folder} to check the export on")
@@ -313,18 +328,21 @@ def _first_line(e: BaseException) -> str:
 
 def export_model(model_path: str | Path, fmt: str, out: str | Path, quantize: str | None = None,
                  data: str | None = None, tolerance: float = TOLERANCE,
-                 accuracy_points: float = ACCURACY_POINTS) -> dict:
-    """Export under the running backend and verify; returns the report (``ok`` False: a check failed)."""
+                 accuracy_points: float = ACCURACY_POINTS, max_model_mb: float | None = None) -> dict:
+    """Export under the running backend and verify; returns the report (``ok`` False: a check failed).
+    ``max_model_mb``: raises `emotion.guard`'s limit on the model file."""
     import backends
+    from emotion.guard import Limits
     from emotion.infer import load_keras_model
     from emotion.metrics import predicted_labels
     from emotion.models.presets import for_inference
 
     backend = backends.current()
+    limits = Limits.from_mb(max_model_mb)
     out = check_request(fmt, out, quantize, backend)
     backends.configure()  # the backend's own setup, as for training (JAX's max-pool: see README, 'Export')
     model_path = Path(model_path)
-    model = load_keras_model(model_path)
+    model = load_keras_model(model_path, limits)
     if model.output_shape[-1] is None:
         raise EmotionError(f"model output {model.output_shape} has no fixed size")
     checks = check_data(model_path, model, data)
@@ -416,7 +434,12 @@ def add_arguments(p) -> None:
     p.add_argument("--out", required=True, help="file to write (.onnx, .tflite, .xml, .pt2) or SavedModel folder; "
                    "with --matrix, the folder for export.md, export.json and the exports")
     p.add_argument("--quantize", choices=QUANTIZE, help="LiteRT only: dynamic (int8 weights) or int8 (calibrated)")
-    p.add_argument("--data", help="data folder for the check (default: the run's, from metrics.json)")
+    p.add_argument("--data", help="data folder for the check: its test split, as the run split it (default: "
+                   "32 seeded random images; a path is never taken from metrics.json)")
+    from emotion.guard import MAX_MODEL_MB
+
+    p.add_argument("--max-model-mb", type=float, default=None, metavar="MB",
+                   help=f"refuse a model file that unpacks to more than this (default {MAX_MODEL_MB})")
     p.add_argument("--tolerance", type=float, default=TOLERANCE, help=f"max |dP| (default {TOLERANCE:g})")
     p.add_argument("--accuracy-tol", type=float, default=ACCURACY_POINTS,
                    help=f"quantized: max test-accuracy change in points (default {ACCURACY_POINTS:g})")
@@ -434,7 +457,7 @@ def command(args) -> int:
     if args.backends:
         raise EmotionError("--backends goes with --matrix; a single export runs under --backend")
     report = export_model(args.model, args.format, args.out, args.quantize, args.data, args.tolerance,
-                          args.accuracy_tol)
+                          args.accuracy_tol, args.max_model_mb)
     print(json.dumps(report, indent=2) if args.json else summary(report))
     if not report["ok"]:
         print(f"emotion: error: the {args.format} export failed its check; {args.out} is kept for inspection",
@@ -448,7 +471,7 @@ MATRIX_RUNS = [(fmt, None) for fmt in FORMATS] + [("litert", "dynamic"), ("liter
 
 
 def matrix(model: str, out: str | Path, data: str | None = None, backend_names=None, tolerance: float = TOLERANCE,
-           accuracy_points: float = ACCURACY_POINTS) -> dict:
+           accuracy_points: float = ACCURACY_POINTS, max_model_mb: float | None = None) -> dict:
     """Every (backend, format) as a step of its own process (`export_model` under that backend, through
     `emotion.tools.harness`); ``OUT/export.md`` and ``OUT/export.json``.
 
@@ -475,7 +498,8 @@ def matrix(model: str, out: str | Path, data: str | None = None, backend_names=N
             try:
                 report = harness.run_step(b, "emotion.tools.export:export_model", {
                     "model_path": str(model), "fmt": fmt, "out": str(target), "quantize": quantize, "data": data,
-                    "tolerance": tolerance, "accuracy_points": accuracy_points}, what=f"{fmt} export", log=row["log"])
+                    "tolerance": tolerance, "accuracy_points": accuracy_points, "max_model_mb": max_model_mb},
+                    what=f"{fmt} export", log=row["log"])
                 row.update(report=report, status="pass" if report["ok"] else "FAIL: check",
                            ok=bool(report["ok"]) and promised)
             except harness.StepError as e:
@@ -527,6 +551,7 @@ def matrix_command(args) -> int:
                                "--backends)")
     if not Path(args.model).is_file():
         raise EmotionError(f"model file not found: {args.model}")
-    result = matrix(args.model, args.out, args.data, args.backends, args.tolerance, args.accuracy_tol)
+    result = matrix(args.model, args.out, args.data, args.backends, args.tolerance, args.accuracy_tol,
+                    args.max_model_mb)
     print(json.dumps(result, indent=2) if args.json else render_matrix(result), end="\n" if args.json else "")
     return 0 if result["ok"] else 1

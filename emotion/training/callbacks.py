@@ -160,8 +160,13 @@ def plain_copy(model: keras.Model) -> keras.Model:
 
 def verify_reload(model: keras.Model, path: str | Path, images: np.ndarray, tolerance=RELOAD_TOLERANCE) -> float:
     """Reload ``path`` and compare its predictions on ``images`` with ``model``'s; raise past ``tolerance``."""
+    from emotion.guard import Limits
+    from emotion.infer import load_keras_model
+
     x = np.asarray(images, dtype=np.float32)
-    reloaded = keras.saving.load_model(path)
+    # through the guard like every load; its size limit raised to the file (ours, just written: never refused
+    # for being big after hours of training)
+    reloaded = load_keras_model(path, Limits().at_least(2 * Path(path).stat().st_size))
     delta = float(np.max(np.abs(model.predict(x, verbose=0) - reloaded.predict(x, verbose=0)))) if len(x) else 0.0
     if not delta <= tolerance:
         raise EmotionError(f"reloaded {path} predicts differently from the trained model: max |dP| = {delta:.3g} "
