@@ -48,14 +48,14 @@ def select(name: str | None = None, deterministic: bool = False) -> str:
     if name is None:
         available = installed()
         if not available:
-            raise BackendError("no Keras backend installed: pip install 'emotion[jax]' (or [tensorflow], [torch])")
+            raise BackendError("no Keras backend installed: pip install -e '.[jax]' (or [tensorflow], [torch])")
         name = available[0]
     if name not in NAMES:
         raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(NAMES)}")
     if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", name) != name:
         raise BackendError(f"Keras is already imported with backend {os.environ['KERAS_BACKEND']!r}")
     if importlib.util.find_spec(_FRAMEWORK[name]) is None:
-        raise BackendError(f"backend {name!r} is not installed here: pip install 'emotion[{name}]'")
+        raise BackendError(f"backend {name!r} is not installed here: pip install -e '.[{name}]'")
     os.environ["KERAS_BACKEND"] = name
     _module(name).prepare(deterministic=deterministic)
     return name

@@ -110,7 +110,7 @@ def check_request(fmt: str, out: str | Path, quantize: str | None, backend: str)
     missing = [m for m in dict.fromkeys(needed) if not _have(m)]
     if missing:
         raise EmotionError(f"{fmt} export under {backend} needs the module(s) {', '.join(missing)}: "
-                           "pip install 'emotion[export]'")
+                           "pip install -e '.[export]'")
     return out
 
 

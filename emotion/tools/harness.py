@@ -77,7 +77,7 @@ def plan(requested=None, need: int = 1, what: str = "this", log=log) -> tuple[li
             f"{what} needs at least {_COUNT.get(need, need)} installed backend{'s' if need > 1 else ''}; installed: "
             f"{', '.join(installed) or 'none'}{'; not installed: ' + ', '.join(missing) if missing else ''}")
     for b in missing:
-        log(f"{what}: backend {b} is not installed: left out, not compared (pip install 'emotion[{b}]')")
+        log(f"{what}: backend {b} is not installed: left out, not compared (pip install -e '.[{b}]')")
     return present, missing
 
 
@@ -86,7 +86,7 @@ def missing_note(missing: list[str]) -> str:
     if not missing:
         return ""
     return (f"Not installed here, left out and not compared: {', '.join(missing)} "
-            f"(pip install {' '.join(repr(f'emotion[{b}]') for b in missing)}).")
+            f"(pip install -e '.[{','.join(missing)}]').")
 
 
 # ============================================================================================ processes

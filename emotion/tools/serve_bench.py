@@ -398,7 +398,7 @@ def command(args) -> int:
 
     for module in ("litserve", "httpx"):
         if importlib.util.find_spec(module) is None:
-            raise EmotionError(f"emotion serve-bench needs {module}: pip install 'emotion[serve]'")
+            raise EmotionError(f"emotion serve-bench needs {module}: pip install -e '.[serve]'")
     run(args, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print((Path(args.out) / "serve-bench.md").read_text(), end="")
     return 0

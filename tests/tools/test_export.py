@@ -46,7 +46,7 @@ def one_line_error(capsys, argv):
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_every_promised_format_round_trips(fmt, model_file, tmp_path):
     if missing_modules(fmt):
-        pytest.skip(f"needs {missing_modules(fmt)}: pip install 'emotion[export]'")
+        pytest.skip(f"needs {missing_modules(fmt)}: pip install -e '.[export]'")
     out = tmp_path / OUT_NAME[fmt]
     report = export.export_model(model_file, fmt, out)
     assert out.exists() and report["bytes"] > 0
@@ -61,7 +61,7 @@ def test_a_model_with_augmentation_exports_without_it(tmp_path):
     """Keras's exporters trace __call__ without training=False, and random layers then augment (or, under
     tf2onnx, do not convert): the export runs the model in inference mode, with its input's name kept."""
     if missing_modules("onnx"):
-        pytest.skip(f"needs {missing_modules('onnx')}: pip install 'emotion[export]'")
+        pytest.skip(f"needs {missing_modules('onnx')}: pip install -e '.[export]'")
     import onnxruntime as ort
 
     from emotion.models.presets import build_model
@@ -123,7 +123,7 @@ def test_bad_requests_are_refused_before_anything_is_written(model_file, tmp_pat
 def test_missing_runtime_names_the_extra(model_file, tmp_path, monkeypatch):
     fmt = sorted(FORMATS)[0]
     monkeypatch.setattr(export, "_have", lambda module: False)
-    with pytest.raises(EmotionError, match=r"pip install 'emotion\[export\]'"):
+    with pytest.raises(EmotionError, match=r"pip install -e '\.\[export\]'"):
         export.check_request(fmt, tmp_path / OUT_NAME[fmt], None, BACKEND)
 
 

@@ -63,7 +63,7 @@ def test_a_missing_backend_is_named_left_out_and_never_compared(monkeypatch):
     said = []
     assert harness.plan(None, log=said.append) == (["jax", "torch"], ["tensorflow"])
     assert said == ["this: backend tensorflow is not installed: left out, not compared "
-                    "(pip install 'emotion[tensorflow]')"]
+                    "(pip install -e '.[tensorflow]')"]
     assert harness.plan(["torch", "tensorflow", "jax", "torch"], need=2, log=said.append) == (
         ["torch", "jax"], ["tensorflow"])
     assert harness.plan("torch,jax") == (["torch", "jax"], [])
