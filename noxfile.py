@@ -72,7 +72,8 @@ def tests(session):
     session.install("-e", ".[all,dev,export,serve]")
     for backend in BACKENDS:
         session.log(f"--- tests under KERAS_BACKEND={backend}")
-        session.run("pytest", "-m", "not cross_backend", *session.posargs, env={"KERAS_BACKEND": backend})
+        session.run("pytest", "-m", "not cross_backend", "--durations=10", *session.posargs,
+                    env={"KERAS_BACKEND": backend})
     session.log("--- cross-backend tests (one subprocess per backend)")
     session.run("pytest", "-m", "cross_backend", *session.posargs, env={"KERAS_BACKEND": BACKENDS[0]},
                 success_codes=[0, 5])  # 5: -k deselected them all
