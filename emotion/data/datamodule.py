@@ -867,7 +867,8 @@ class EmotionDataModule:
                 if missing:
                     raise EmotionError(f"{self.root / s} lacks class folder(s) {missing}")
             parts = {s: load(self.root / s) for s in SPLITS}
-            self._keep_report(parts["train"].concat(parts["val"]).concat(parts["test"]))
+            self.invalid, self.no_face, self.skipped = (  # the reports alone: the images stay where they are
+                [x for s in SPLITS for x in getattr(parts[s], k)] for k in ("invalid", "no_face", "skipped"))
         else:
             everything = load(self.root)
             self._keep_report(everything)
