@@ -30,6 +30,9 @@ def prepare(deterministic: bool = False) -> None:
     # JAX grabs 75% of GPU memory at start by default; allocate as needed instead.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     flags = os.environ.get("XLA_FLAGS", "")
+    cpus = os.environ.get("EMOTION_CPU_DEVICES")  # N: the CPU shows as N devices (to try --devices without GPUs)
+    if cpus and "xla_force_host_platform_device_count" not in flags:
+        flags = os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={int(cpus)}".strip()
     if fast_kernels() and "xla_cpu_experimental_ynn_fusion_type" not in flags:
         os.environ["XLA_FLAGS"] = (flags + " " + YNN_FLAG).strip()
     if deterministic:

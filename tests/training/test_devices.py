@@ -37,6 +37,14 @@ try:
     out["odd"] = "trained"
 except EmotionError as e:
     out["odd"] = str(e)
+from types import SimpleNamespace
+import numpy as np
+from emotion.tools import bench
+cfg = bench.make_config(quick=True, devices=2, steps=2)
+x = np.random.default_rng(0).uniform(0, 255, (8, 32, 32, 3)).astype("float32")
+out["bench"] = bench.measure_scaling(cfg, SimpleNamespace(input_shape=(32, 32, 3), num_classes=2), x,
+                                     (np.arange(8) % 2).astype("float32")[:, None])
+out["bench_line"] = bench.scaling_line(out["bench"])
 print("RESULT " + json.dumps(out))
 """
 
@@ -62,6 +70,10 @@ def test_two_devices_train_as_one(tmp_path):
         a, b = one["test"][key], two["test"][key]
         assert (a is None and b is None) or abs(a - b) * 100 <= tol.test_points, (key, a, b)
     assert "--batch-size 7 is not a multiple of --devices 2" in out["odd"], out["odd"]
+    scaling = out["bench"]  # emotion bench --devices 2: step seconds on 1 and 2 devices (reported, not judged)
+    assert set(scaling["step_s"]) == {"1", "2"} and all(v["median"] > 0 for v in scaling["step_s"].values())
+    assert scaling["efficiency"] == pytest.approx(scaling["speedup"] / 2)
+    assert "on 2 (same global batch)" in out["bench_line"]
 
 
 def test_more_devices_than_there_are_is_one_line():
@@ -72,6 +84,21 @@ def test_more_devices_than_there_are_is_one_line():
     assert "\n" not in text
     assert ("sees 1 device" in text) if BACKEND == "jax" else ("JAX backend only" in text)
     assert backends.data_parallel("all") == 1 and backends.data_parallel(1) == 1
+
+
+def test_bench_scaling_says_why_it_is_skipped(synth_dir):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from emotion.tools import bench
+
+    cfg = bench.make_config(quick=True, devices=2, data=str(synth_dir))
+    x = np.zeros((8, 32, 32, 3), "float32")
+    r = bench.measure_scaling(cfg, SimpleNamespace(input_shape=(32, 32, 3), num_classes=2), x, np.zeros((8, 1), "float32"))
+    assert "skipped" in r and bench.scaling_line(r).startswith("data parallel skipped: --devices 2")
+    with pytest.raises(EmotionError, match="--batch-size 6 is not a multiple of --devices 4"):
+        bench.make_config(quick=True, devices=4, batch_size=6)
 
 
 def test_devices_setting_is_checked():
