@@ -100,16 +100,6 @@ def data_parallel(devices: int | str = 1) -> int:
     return _module(current()).data_parallel(devices)
 
 
-def device_count() -> int:
-    """Devices of the running backend's default kind (accelerators where there are any, else CPUs)."""
-    import keras
-
-    try:
-        return max(1, len(keras.distribution.list_devices()))
-    except (AttributeError, NotImplementedError, ValueError):  # torch: no keras.distribution backend
-        return 1
-
-
 def _resolve_devices(devices: int | str, available: int) -> int:
     n = available if devices == "all" else int(devices)
     if n < 1:
