@@ -92,6 +92,23 @@ def set_rng_state(state) -> None:
         fn(state)
 
 
+def data_parallel(devices: int | str = 1) -> int:
+    """Split each training batch over ``devices`` (a count, or ``"all"``) of the running backend's devices, the
+    model replicated on each (`keras.distribution.DataParallel`); call before the model is built. Returns the
+    number of devices used; 1 leaves one device (and clears a distribution an earlier call set). Raises
+    `BackendError` (one line, naming what works) where the backend cannot, or has fewer devices."""
+    return _module(current()).data_parallel(devices)
+
+
+def _resolve_devices(devices: int | str, available: int) -> int:
+    n = available if devices == "all" else int(devices)
+    if n < 1:
+        raise BackendError(f"--devices must be a positive count or 'all', got {devices!r}")
+    if n > available:
+        raise BackendError(f"--devices {n}: the {current()} backend sees {available} device(s)")
+    return n
+
+
 def enable_float64() -> None:
     """Let the running backend compute in float64 (`keras.config.set_floatx("float64")` does the rest).
 

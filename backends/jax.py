@@ -30,6 +30,9 @@ def prepare(deterministic: bool = False) -> None:
     # JAX grabs 75% of GPU memory at start by default; allocate as needed instead.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     flags = os.environ.get("XLA_FLAGS", "")
+    cpus = os.environ.get("EMOTION_CPU_DEVICES")  # N: the CPU shows as N devices (to try --devices without GPUs)
+    if cpus and "xla_force_host_platform_device_count" not in flags:
+        flags = os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={int(cpus)}".strip()
     if fast_kernels() and "xla_cpu_experimental_ynn_fusion_type" not in flags:
         os.environ["XLA_FLAGS"] = (flags + " " + YNN_FLAG).strip()
     if deterministic:
@@ -210,3 +213,55 @@ def describe() -> dict:
         "framework_version": jax.__version__,
         "devices": [f"{d.platform}:{d.id}" for d in jax.devices()],
     }
+
+
+# ------------------------------------------------------------------------------------------ data parallel
+def data_parallel(devices: int | str = 1) -> int:
+    """`keras.distribution.DataParallel` over the first ``devices`` devices (see `backends.data_parallel`).
+
+    Each batch is split along its first axis over the devices, the weights are replicated, and XLA (GSPMD)
+    sums the gradients across them: the same step as on one device, up to the order of the sums. A batch
+    whose size the device count does not divide (the partial last batch of an epoch or of a validation
+    pass) is replicated instead of split (`_place_uneven_batches`), so every image is still used once."""
+    import keras
+
+    from backends import _resolve_devices
+
+    names = keras.distribution.list_devices()
+    n = _resolve_devices(devices, len(names))
+    if n == 1:
+        keras.distribution.set_distribution(None)
+        return 1
+    _place_uneven_batches()
+    keras.distribution.set_distribution(keras.distribution.DataParallel(devices=names[:n]))
+    return n
+
+
+def _place_uneven_batches() -> None:
+    """Let Keras's JAX trainer take batches the data-parallel mesh does not divide (idempotent).
+
+    Keras places every batch with the layout of the epoch's first batch (``make_array_from_process_local_data``
+    with the batch axis split), which fails on a smaller last batch whose size is not a multiple of the
+    device count. Such a batch is put on every device whole (replicated); the jitted step then computes it
+    on each device, which costs time only on that one batch and gives the one-device result."""
+    import jax
+    from keras.src import tree
+    from keras.src.backend.jax import trainer as jax_trainer
+    from keras.src.distribution import distribution_lib
+
+    original = jax_trainer._distribute_data
+    if getattr(original, "emotion_original", None) is not None:
+        return
+
+    def _distribute_data(data, layouts=None):
+        dist = distribution_lib.distribution()
+        if dist is not None:
+            n = dist.device_mesh.shape[dist.device_mesh.axis_names.index(dist.batch_dim_name)]
+            sizes = {d.shape[0] for d in tree.flatten(data) if d is not None and getattr(d, "ndim", 0)}
+            if any(s % n for s in sizes):
+                replicated = jax.sharding.NamedSharding(dist.device_mesh.backend_mesh, jax.sharding.PartitionSpec())
+                return tree.map_structure(lambda d: None if d is None else jax.device_put(d, replicated), data)
+        return original(data, layouts)
+
+    _distribute_data.emotion_original = original
+    jax_trainer._distribute_data = _distribute_data

@@ -247,3 +247,14 @@ def describe() -> dict:
 
     devices = [str(get_device())]
     return {"framework_version": torch.__version__.split("+")[0], "devices": devices}
+
+
+def data_parallel(devices: int | str = 1) -> int:
+    """One device only: Keras 3's data-parallel API (`keras.distribution`) runs under JAX alone; its PyTorch
+    side does not exist."""
+    from backends import BackendError
+
+    if devices != "all" and int(devices) > 1:  # "all": every device this backend trains on, one
+        raise BackendError(f"--devices {devices}: data-parallel training runs under the JAX backend only "
+                           "(--backend jax); PyTorch trains on one device")
+    return 1

@@ -125,6 +125,7 @@ def _args_cv(p):
     _backend_args(p)
     _fit_args(p)
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--jobs", type=int, default=1, help="folds trained at a time, each in its own process (default 1)")
 
 
 def _args_data(p):
@@ -322,7 +323,7 @@ def cmd_cv(args) -> int:
         return _print_config(cfg)
     from emotion.training.cv import cv_run
 
-    result = cv_run(cfg, args.folds, resume=args.resume, overwrite=args.overwrite)
+    result = cv_run(cfg, args.folds, resume=args.resume, overwrite=args.overwrite, jobs=args.jobs)
     for m, v in result["summary"].items():
         print(f"{m}: {_figure(v['mean'])} ± {_figure(v['std'])}"
               + (f" (undefined in fold(s) {v['undefined_in']})" if v.get("undefined_in") else ""))

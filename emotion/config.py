@@ -57,6 +57,26 @@ def parse_mapping(text: str) -> dict:
     return value
 
 
+def parse_devices(text: str) -> int | str:
+    """``"all"`` or a positive count."""
+    if text == "all":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError("expected a positive count or 'all'")
+    return n
+
+
+def _devices_ok(v) -> bool:
+    return v == "all" or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+
+
+_devices_ok.__doc__ = "a positive count or 'all'"
+
+
 def _fractions_ok(parts) -> bool:
     return len(parts) == 3 and all(isinstance(f, int | float) and f >= 0 for f in parts) and abs(sum(parts) - 1) < 1e-6
 
@@ -132,6 +152,9 @@ class TrainerConfig:
     tta_flip: bool = opt(False, "after training, save and test the mean of the model on each image and its mirror")
     checkpoint: bool = opt(True, "write a checkpoint at the end of every epoch (what --resume continues from)")
     tensorboard: bool = opt(True, "TensorBoard scalars in the run folder's logs/")
+    devices: int | str = opt(1, "devices each training batch is split over (data parallel, JAX): a count or 'all'; "
+                             "the batch size must be a multiple of it", parse=parse_devices, check=_devices_ok,
+                             metavar="N|all")
     verbose: int = opt(1, "one line per epoch instead of progress bars", flag="--quiet", const=2,
                        choices=(0, 1, 2))
 
@@ -325,6 +348,8 @@ def _type_ok(f: dataclasses.Field, value) -> bool:
     text = str(f.type)
     if value is None:
         return "None" in text
+    if text == "int | str":
+        return isinstance(value, int | str) and not isinstance(value, bool)
     if text.startswith("bool"):
         return isinstance(value, bool)
     if text.startswith("int"):

@@ -277,10 +277,9 @@ class Predictor:
     def probabilities(self, images: np.ndarray) -> np.ndarray:
         """(n, k) class probabilities for uint8 images of the model's size. Batches are padded to a power of two
         (at most 64) so compiled predict functions see few distinct shapes."""
-        x = np.asarray(images, np.float32)
         out = []
-        for start in range(0, len(x), 64):
-            part = x[start:start + 64]
+        for start in range(0, len(images), 64):  # converted a chunk at a time: a memory-mapped set stays on disk
+            part = np.asarray(images[start:start + 64], np.float32)
             n = len(part)
             padded = 2 ** math.ceil(math.log2(n)) if n > 1 else 1
             if padded > n:

@@ -8,8 +8,9 @@ and serve batches through `keras.utils.PyDataset`, the same code under every bac
     model.fit(dm.train_dataloader(), validation_data=dm.val_dataloader())
 
 Images are decoded with Pillow, converted to RGB (or grayscale), resized to a square once, and kept as uint8
-arrays in memory and in a disk cache keyed by the files' paths, sizes and modification times, so no epoch and
-no later run decodes a file again. `load_image` is the one preprocessing function: training, `emotion test`,
+arrays in a disk cache keyed by the files' paths, sizes and modification times, so no epoch and no later run
+decodes a file again. The cache's ``.npy`` is memory-mapped: batches read their rows from it, so the process holds
+a batch of pixels, not the data set (with ``--cache off`` the images stay in memory). `load_image` is the one preprocessing function: training, `emotion test`,
 `emotion predict` and the benchmarks all call it, so serving cannot disagree with training. Nothing here ever
 deletes, moves or writes a file inside the data folder.
 """
@@ -21,6 +22,7 @@ import hashlib
 import io
 import json
 import math
+import mmap
 import os
 import re
 import shutil
@@ -252,12 +254,65 @@ def list_files(base: Path, class_names: list[str]) -> list[tuple[Path, int]]:
 
 
 # ----------------------------------------------------------------------------------------------- decoding
+class Rows:
+    """Rows ``index`` of a memory-mapped image array, read only when asked for: a split of a cached folder holds
+    no pixels in memory. Indexing gives numpy arrays; `np.asarray` (or `astype`) reads every row."""
+
+    def __init__(self, base, index):
+        self.base, self.index = base, np.asarray(index, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple:
+        return (len(self.index), *self.base.shape[1:])
+
+    @property
+    def dtype(self):
+        return self.base.dtype
+
+    ndim = property(lambda self: self.base.ndim)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, key):
+        return np.asarray(self.base[self.index[key]])
+
+    def __array__(self, dtype=None, copy=None):
+        rows = np.asarray(self.base[self.index])
+        return rows if dtype is None else rows.astype(dtype)
+
+    def astype(self, dtype):
+        return np.asarray(self, dtype=dtype)
+
+
+def release_pages(images) -> None:
+    """Drop the pages read from a memory-mapped ``images`` from this process's resident set (``MADV_DONTNEED``;
+    they stay in the kernel's page cache, so reading them again costs a minor fault, not a disk read). After each
+    batch, resident memory holds that batch, whatever the size of the data set. In-memory arrays: nothing."""
+    base = images.base if isinstance(images, Rows) else images
+    mapping = getattr(base, "_mmap", None)
+    if mapping is not None and hasattr(mapping, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+        try:
+            mapping.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass
+
+
+def _rows(images, idx):
+    """``images[idx]``, lazily where ``images`` is memory-mapped (or already lazy)."""
+    if isinstance(images, Rows):
+        return Rows(images.base, images.index[idx])
+    if isinstance(images, np.memmap):
+        return Rows(images, idx)
+    return images[idx]
+
+
 @dataclass
 class Folder:
     """The decoded, valid images of one folder of class subfolders, and the files that were not valid."""
 
     class_names: list[str]
-    images: np.ndarray  # (N, S, S, C) uint8
+    images: np.ndarray  # (N, S, S, C) uint8: in memory, memory-mapped (the cache's .npy) or `Rows` of one
     labels: np.ndarray  # (N,) int
     paths: list[str]
     digests: list[str]  # sha1 of each file's bytes: identical files are kept in one split
@@ -271,7 +326,7 @@ class Folder:
         paths = [self.paths[i] for i in idx]
         whole = set(self.no_face)
         return Folder(
-            self.class_names, self.images[idx], self.labels[idx], paths, [self.digests[i] for i in idx],
+            self.class_names, _rows(self.images, idx), self.labels[idx], paths, [self.digests[i] for i in idx],
             no_face=[p for p in paths if p in whole],
         )
 
@@ -342,33 +397,41 @@ def _hms(seconds: float) -> str:
 
 def decode_files(files, class_names, image_size: int, color: str, workers: int | None = None,
                  detector=None, no_face: str = "keep", max_image_mb: float = MAX_IMAGE_MB,
-                 inside: str | Path | None = None, progress: bool | None = False, label: str = "decoding") -> Folder:
+                 inside: str | Path | None = None, progress: bool | None = False, label: str = "decoding",
+                 sink=None) -> Folder:
     """Decode ``files`` ([(path, label)]) in threads. With a face ``detector``, each image becomes a crop of
     its largest face; an image without one is kept whole (``no_face="keep"``) or left out ("skip").
     Each file is read by `read_image_file` (``inside``: the folder symlinks may lead into). ``progress``: a
-    progress line on stderr (None: where stderr is a terminal)."""
+    progress line on stderr (None: where stderr is a terminal). ``sink``: a binary file the kept images are
+    written to, in order, as raw uint8 rows, instead of being kept in memory (the Folder's ``images`` is None)."""
     channels = 1 if color == "grayscale" else 3
+    drop = no_face == "skip"
     jobs = [(p, image_size, color, detector, max_image_mb, inside) for p, _ in files]
     bar = Progress(len(jobs), label, progress)
     results = []
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
-        for r in pool.map(_decode_one, jobs):
-            results.append(r)
+        for image, digest, error, face in pool.map(_decode_one, jobs):
+            keep = image is not None and not (drop and face is False)
+            if keep and sink is not None:
+                sink.write(np.ascontiguousarray(image, dtype=np.uint8).tobytes())
+                image = None  # on disk now: never the whole set in memory
+            results.append((image, digest, error, face, keep))
             bar.update()
     bar.close()
     whole = [str(files[i][0]) for i, r in enumerate(results) if r[3] is False]
-    drop = no_face == "skip"
-    ok = [i for i, r in enumerate(results) if r[0] is not None and not (drop and r[3] is False)]
-    images = np.empty((len(ok), image_size, image_size, channels), np.uint8)
-    for j, i in enumerate(ok):
-        images[j] = results[i][0]
+    ok = [i for i, r in enumerate(results) if r[4]]
+    images = None
+    if sink is None:
+        images = np.empty((len(ok), image_size, image_size, channels), np.uint8)
+        for j, i in enumerate(ok):
+            images[j] = results[i][0]
     return Folder(
         class_names=class_names,
         images=images,
         labels=np.array([files[i][1] for i in ok], dtype=np.int64),
         paths=[str(files[i][0]) for i in ok],
         digests=[results[i][1] for i in ok],
-        invalid=[(str(files[i][0]), r[2]) for i, r in enumerate(results) if r[0] is None],
+        invalid=[(str(files[i][0]), r[2]) for i, r in enumerate(results) if r[2] is not None],
         no_face=[] if drop else whole,
         skipped=whole if drop else [],
     )
@@ -379,7 +442,8 @@ def decode_files(files, class_names, image_size: int, color: str, workers: int |
 # what the entry holds: shape, dtype and a blake2b checksum over the images and the rest of the record).
 CACHE_FORMAT = "emotion decoded images"
 _ENTRY = re.compile(r"^emotion-[0-9a-f]{20}\.(npy|json)$")
-_TEMP = re.compile(r"^emotion-[0-9a-f]{20}\.(\d+)\.tmp\.(npy|json)$")
+_TEMP = re.compile(r"^emotion-[0-9a-f]{20}\.(\d+)\.tmp\.(npy|json|raw)$")
+_CHUNK = 4 * MB  # bytes read at a time to write or check an entry
 _OLD_ENTRY = re.compile(r"^[0-9a-f]{20}\.(npy|json)$")  # version 1 (no checksum): never read, removed by clear
 _OLD_TEMP = re.compile(r"^[0-9a-f]{20}\.(\d+)\.tmp\.(npy|json)$")
 STALE_TEMP_SECONDS = 24 * 3600
@@ -400,10 +464,28 @@ def cache_dir(setting: str | None = None) -> Path | None:
 
 
 def _checksum(images: np.ndarray, record: dict) -> str:
+    return _hasher(record, [np.ascontiguousarray(images).data]).hexdigest()
+
+
+def _hasher(record: dict, chunks):
+    """blake2b over the record (JSON) and then the image bytes, given in ``chunks``."""
     h = hashlib.blake2b(digest_size=20)
     h.update(json.dumps(record, sort_keys=True).encode())
-    h.update(np.ascontiguousarray(images).data)
-    return h.hexdigest()
+    for chunk in chunks:
+        h.update(chunk)
+    return h
+
+
+def _read_chunks(f, limit: int | None = None):
+    """``f``'s bytes from where it stands, ``_CHUNK`` at a time (at most ``limit`` bytes)."""
+    left = limit
+    while left is None or left > 0:
+        chunk = f.read(_CHUNK if left is None else min(_CHUNK, left))
+        if not chunk:
+            return
+        if left is not None:
+            left -= len(chunk)
+        yield chunk
 
 
 def _record(folder: Folder) -> dict:
@@ -412,7 +494,9 @@ def _record(folder: Folder) -> dict:
 
 
 def _read_entry(where: Path, key: str, class_names, image_size: int, channels: int) -> Folder | None:
-    """The cached folder under ``key``, or None where there is none or it is not exactly what it says it is."""
+    """The cached folder under ``key``, its images memory-mapped, or None where there is none or it is not exactly
+    what it says it is. The check reads the file once, sequentially, a chunk at a time (through the page cache,
+    never all in memory); batches then read their rows from the mapping."""
     meta_path, npy_path = where / f"emotion-{key}.json", where / f"emotion-{key}.npy"
     if not meta_path.is_file():
         return None
@@ -426,32 +510,48 @@ def _read_entry(where: Path, key: str, class_names, image_size: int, channels: i
                 or not n == len(record["paths"]) == len(record["digests"]) \
                 or not all(isinstance(v, int) and 0 <= v < len(class_names) for v in record["labels"]):
             return None
+        size = n * image_size * image_size * channels
         with open(npy_path, "rb") as f:
-            if os.fstat(f.fileno()).st_size > 2 * n * image_size * image_size * channels + 4096:
-                return None  # more bytes than the images it should hold: never read into memory
-            images = np.load(f, allow_pickle=False)
-        if list(images.shape) != shape or images.dtype != np.uint8 or _checksum(images, record) != meta.get("checksum"):
-            return None
+            header = np.lib.format.read_array_header_1_0(f) if np.lib.format.read_magic(f) == (1, 0) else None
+            if header is None or list(header[0]) != shape or header[1] or header[2] != np.dtype(np.uint8) \
+                    or os.fstat(f.fileno()).st_size != f.tell() + size:
+                return None
+            if _hasher(record, _read_chunks(f)).hexdigest() != meta.get("checksum"):
+                return None
+        images = np.load(npy_path, mmap_mode="r", allow_pickle=False) if n else np.zeros(shape, np.uint8)
         return Folder(class_names, images, np.array(record["labels"], dtype=np.int64), record["paths"],
                       record["digests"], [tuple(x) for x in record["invalid"]], record["no_face"], record["skipped"])
     except Exception:  # noqa: BLE001 - 0-byte, truncated, not JSON, not .npy, ...: rebuilt by the caller
         return None
 
 
-def _write_entry(where: Path, key: str, folder: Folder) -> None:
+def _write_entry(where: Path, key: str, folder: Folder, raw: Path | None = None, row_shape: tuple = ()) -> Folder:
     """Write an entry under temporary names holding our pid, then rename them into place (images first: a reader
-    that meets a new record with old images finds the checksum wrong and rebuilds)."""
+    that meets a new record with old images finds the checksum wrong and rebuilds). The images come from
+    ``folder.images`` or, where ``raw`` is given, from that file of raw rows of ``row_shape`` (`decode_files`'s
+    ``sink``), a chunk at a time. Returns the folder with its images memory-mapped from the entry."""
     record = _record(folder)
-    meta = {"format": CACHE_FORMAT, "version": _CACHE_VERSION, "key": key, "shape": list(folder.images.shape),
-            "dtype": "uint8", "checksum": _checksum(folder.images, record), **record}
+    shape = (len(folder.labels), *(row_shape if raw is not None else folder.images.shape[1:]))
     tmp_npy = where / f"emotion-{key}.{os.getpid()}.tmp.npy"
     tmp_json = where / f"emotion-{key}.{os.getpid()}.tmp.json"
     try:
         with open(tmp_npy, "wb") as f:
-            np.save(f, folder.images, allow_pickle=False)
+            np.lib.format.write_array_header_1_0(f, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                                                     "fortran_order": False, "shape": shape})
+            h = _hasher(record, [])
+            with open(raw if raw is not None else os.devnull, "rb") as src:
+                chunks = _read_chunks(src) if raw is not None else [np.ascontiguousarray(folder.images).data]
+                for chunk in chunks:
+                    f.write(chunk)
+                    h.update(chunk)
+        meta = {"format": CACHE_FORMAT, "version": _CACHE_VERSION, "key": key, "shape": list(shape),
+                "dtype": "uint8", "checksum": h.hexdigest(), **record}
         tmp_json.write_text(json.dumps(meta))
-        os.replace(tmp_npy, where / f"emotion-{key}.npy")
+        images = np.load(tmp_npy, mmap_mode="r", allow_pickle=False) if shape[0] else np.zeros(shape, np.uint8)
+        os.replace(tmp_npy, where / f"emotion-{key}.npy")  # the mapping stays valid: same file, new name
         os.replace(tmp_json, where / f"emotion-{key}.json")
+        folder.images = images
+        return folder
     finally:
         for t in (tmp_npy, tmp_json):
             try:
@@ -581,16 +681,23 @@ def load_folder(base: str | Path, class_names, image_size: int, color: str = "rg
         cached = _read_entry(folder, key, class_names, image_size, channels)
         if cached is not None:
             return cached
-    result = decode_files(files, class_names, image_size, color, detector=detector, no_face=no_face,
-                          max_image_mb=max_image_mb, inside=base, progress=progress,
-                          label=f"decoding {base}")
-    if folder is not None:
+    decode = dict(detector=detector, no_face=no_face, max_image_mb=max_image_mb, inside=base, progress=progress,
+                  label=f"decoding {base}")
+    if folder is not None:  # decoded straight to disk, a row at a time, then memory-mapped
+        raw = folder / f"emotion-{key}.{os.getpid()}.tmp.raw"
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            _write_entry(folder, key, result)
+            with open(raw, "wb") as sink:
+                result = decode_files(files, class_names, image_size, color, sink=sink, **decode)
+            return _write_entry(folder, key, result, raw, (image_size, image_size, channels))
         except OSError:
-            pass  # a read-only (or full) cache only costs speed
-    return result
+            pass  # a read-only (or full) cache only costs speed: decoded again, in memory
+        finally:
+            try:
+                raw.unlink()
+            except OSError:
+                pass
+    return decode_files(files, class_names, image_size, color, **decode)
 
 
 def _stat(p: Path):
@@ -680,7 +787,8 @@ def make_batches(images, labels, batch_size: int, shuffle: bool = False, seed: i
 
         def __getitem__(self, i):
             idx = self.order[i * self.batch_size:(i + 1) * self.batch_size]
-            x = self.images[idx].astype(np.float32)
+            x = np.asarray(self.images[idx], dtype=np.float32)  # reads just these rows of a memory-mapped cache
+            release_pages(self.images)
             y = self.labels[idx]
             y = y.astype(np.float32)[:, None] if num_classes == 2 else np.eye(num_classes, dtype=np.float32)[y]
             return x, y
@@ -759,7 +867,8 @@ class EmotionDataModule:
                 if missing:
                     raise EmotionError(f"{self.root / s} lacks class folder(s) {missing}")
             parts = {s: load(self.root / s) for s in SPLITS}
-            self._keep_report(parts["train"].concat(parts["val"]).concat(parts["test"]))
+            self.invalid, self.no_face, self.skipped = (  # the reports alone: the images stay where they are
+                [x for s in SPLITS for x in getattr(parts[s], k)] for k in ("invalid", "no_face", "skipped"))
         else:
             everything = load(self.root)
             self._keep_report(everything)

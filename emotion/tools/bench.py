@@ -3,6 +3,7 @@
     emotion bench --data ../shared/data/web-happy-sad                 # every installed backend + the reference
     emotion bench --backends jax,torch --repeats 7 --out runs/bench   # bench.md, bench.json, bench.png
     emotion bench --quick                                             # tiny sizes, one repeat (the tests)
+    emotion bench --backends jax --devices 2     # + compute step on 1 and 2 devices, and the scaling efficiency
 
 Per backend (`measure` in a fresh process under that backend, run by `emotion.tools.harness`):
 
@@ -11,7 +12,10 @@ Per backend (`measure` in a fresh process under that backend, run by `emotion.to
 2. end to end: ``fit`` on the real input pipeline (`emotion.data.datamodule`, from the image files, with an empty
    decode cache) -- the first, cold epoch (decoding every file) and the warm epochs after it;
 3. inference: ``predict_on_batch`` latency at batch 1 (p50/p95) and throughput at the training batch size;
-4. peak host memory (``ru_maxrss``) and peak accelerator memory where there is one.
+4. peak host memory (``ru_maxrss``) and peak accelerator memory where there is one;
+5. with ``--devices N``: the compute-only step of a fresh model on 1 and on N devices (data parallel, the same
+   global batch), the speedup and the scaling efficiency (speedup / N). Where the backend has no data parallel
+   it says why; on a machine without N accelerators, JAX shows the CPU as N devices (``EMOTION_CPU_DEVICES``).
 
 The reference row is the seed notebook's own pipeline (``scripts/seed_reference.py``: tf.data take/skip,
 ``x/255`` map, no cache, every JPEG decoded again every epoch), run under TensorFlow.
@@ -72,6 +76,7 @@ class BenchConfig:
     stock: bool = False  # also time each backend with the speed settings off (EMOTION_FAST_KERNELS=0)
     timeout: int = 3600  # seconds per backend process
     quick: bool = False
+    devices: int = 1  # > 1: also time the compute step data-parallel on this many devices (step 5)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -106,13 +111,15 @@ def make_config(**flags) -> BenchConfig:
             setattr(cfg, k, v)
     if "backends" in flags:
         cfg.backends = harness.check_names(flags["backends"])
-    for name in ("image_size", "batch_size", "repeats", "steps", "latency_runs", "timeout"):
+    for name in ("image_size", "batch_size", "repeats", "steps", "latency_runs", "timeout", "devices"):
         if name in flags:
             setattr(cfg, name, _positive_int(name, flags[name]))
     for name in ("data", "out", "preset", "precision"):
         if name in flags:
             setattr(cfg, name, str(flags[name]))
     load_config(None, {key: getattr(cfg, name) for name, key in SHARED.items()})  # the shared settings' checks
+    if cfg.batch_size % cfg.devices:
+        raise EmotionError(f"--batch-size {cfg.batch_size} is not a multiple of --devices {cfg.devices}")
     if cfg.image_size < 16:
         raise EmotionError(f"--image-size must be at least 16 (three 2x2 poolings), got {cfg.image_size}")
     if "device" in flags:
@@ -234,7 +241,33 @@ def measure(cfg: BenchConfig) -> dict:
 
     # 4. memory
     result["memory"] = {"peak_host_mb": _peak_rss_mb(), "peak_device_mb": _mb(backends.peak_device_memory())}
+    if cfg.devices > 1:
+        result["scaling"] = measure_scaling(cfg, dm, rng.uniform(0, 255, (b, s, s, c)).astype("float32"),
+                                            keras.ops.convert_to_numpy(y))
     return result
+
+
+def measure_scaling(cfg: BenchConfig, dm, x: np.ndarray, y: np.ndarray) -> dict:
+    """Compute-only step seconds of a fresh model on 1 and on ``cfg.devices`` devices (the same global batch,
+    split over the devices), the speedup and the efficiency (speedup / devices); {"skipped": why} where the
+    backend cannot."""
+    from emotion.models.module import EmotionClassifier
+
+    steps: dict = {}
+    try:
+        for n in (cfg.devices, 1):  # N first: a backend that cannot says so before anything is built
+            backends.data_parallel(n)  # before the model is built: its weights are made on the devices
+            model = EmotionClassifier(cfg.preset, dm.input_shape, dm.num_classes, precision=cfg.precision).compile()
+            model.train_on_batch(x, y)  # compile
+            model.train_on_batch(x, y)
+            steps[n] = _stats([_timed(lambda m=model: m.train_on_batch(x, y), cfg.steps) for _ in range(cfg.repeats)])
+    except backends.BackendError as e:
+        return {"skipped": str(e)}
+    finally:
+        backends.data_parallel(1)
+    speedup = steps[1]["median"] / steps[cfg.devices]["median"]
+    return {"devices": cfg.devices, "step_s": {str(n): steps[n] for n in (1, cfg.devices)}, "speedup": speedup,
+            "efficiency": speedup / cfg.devices}
 
 
 def _epoch_timer(keras):
@@ -301,6 +334,8 @@ def _worker_env(cfg: BenchConfig, stock: bool = False) -> dict:
     env = {}
     if stock:
         env["EMOTION_FAST_KERNELS"] = "0"  # backends/*.py then leave Keras and the framework as shipped
+    if cfg.devices > 1:
+        env["EMOTION_CPU_DEVICES"] = str(cfg.devices)  # JAX on a CPU: N devices (accelerators are unaffected)
     if cfg.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # every backend then falls back to the CPU
         env["HIP_VISIBLE_DEVICES"] = ""
@@ -314,7 +349,18 @@ def run_backend(cfg: BenchConfig, backend: str, log=print, stock: bool = False) 
     result["process_s"] = time.perf_counter() - t
     log(f"  {backend}{' (stock)' if stock else ''}: compute step {result['compute']['step_s']['median']:.3f} s, end to end "
         f"{result['end_to_end']['warm_step_s']['median']:.3f} s, {result['inference']['images_per_s']['median']:.1f} img/s")
+    if result.get("scaling"):
+        log(f"  {backend}: {scaling_line(result['scaling'])}")
     return result
+
+
+def scaling_line(sc: dict) -> str:
+    """One line for a `measure_scaling` result."""
+    if "skipped" in sc:
+        return f"data parallel skipped: {sc['skipped']}"
+    n, step = sc["devices"], sc["step_s"]
+    return (f"compute step {step['1']['median']:.3f} s on 1 device, {step[str(n)]['median']:.3f} s on {n} "
+            f"(same global batch): speedup {sc['speedup']:.2f}x, scaling efficiency {sc['efficiency']:.0%}")
 
 
 def run_reference(cfg: BenchConfig, log=print) -> dict | None:
@@ -476,6 +522,7 @@ def markdown(report: dict) -> str:
         f"{m['sgemm_gflops']:.0f} GFLOP/s sgemm = {floor['step_s']:.3f} s/step; inference "
         f"{floor['forward_gflop_per_image']:.3f} GFLOP/image = {floor['images_per_s']:.0f} images/s",
         *([f"- {missing}"] if missing else []),
+        *(f"- {b}, data parallel: {scaling_line(r['scaling'])}" for b, r in rows.items() if r.get("scaling")),
         "", "Seconds per training step of "
         f"{cfg['batch_size']} images: median (min–max over repeats). Compute only: `train_on_batch` on tensors "
         "already in memory. End to end: `fit` on the image files through `emotion.data.datamodule`, warm epochs; the "
@@ -556,6 +603,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the seed-notebook reference row")
     p.add_argument("--stock", action="store_true", default=None,
                    help="also time each backend as shipped (EMOTION_FAST_KERNELS=0): plain Keras rows")
+    p.add_argument("--devices", help="also time the compute step data-parallel on N devices against 1 (JAX)")
     p.add_argument("--quick", action="store_true", default=None,
                    help="tiny sizes, one repeat (a smoke test, not a measurement)")
 
@@ -564,5 +612,6 @@ def config_from_args(args) -> BenchConfig:
     from emotion.config import overrides_from_args
 
     shared = overrides_from_args(args)
-    names = ("backends", "device", "repeats", "steps", "latency_runs", "timeout", "reference", "stock", "quick")
+    names = ("backends", "device", "repeats", "steps", "latency_runs", "timeout", "reference", "stock", "quick",
+             "devices")
     return make_config(**{n: shared[key] for n, key in SHARED.items()}, **{n: getattr(args, n, None) for n in names})

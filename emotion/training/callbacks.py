@@ -332,6 +332,7 @@ class RunFolder(Callback):
             "val": val,
             "test": test,
             "seconds": trainer.timings(),
+            "training_devices": trainer.devices_used,
             "config": self.config,
         }
         write_json(self.out / "metrics.json", metrics)

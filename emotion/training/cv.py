@@ -3,11 +3,15 @@
 Each fold holds out one stratified, file-level fold as its test split, trains on the rest (with the
 configured share kept back as val), and writes a normal run folder ``OUT/fold-<i>/``. ``OUT/cv.json`` and
 ``OUT/cv.md`` give every test metric's per-fold values and mean ± std (population std, ddof=0).
+
+``--jobs K`` trains K folds at a time, each in its own process (spawned: the backend starts afresh, as in a
+serial run's fold, which seeds everything again): each fold's result is the serial run's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,26 +23,35 @@ from emotion.errors import EmotionError
 METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "loss")
 
 
-def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = False) -> dict:
+def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = False, jobs: int = 1) -> dict:
     """Every fold's run folder, then the summary. ``resume``: folds already finished are read back, an
-    interrupted one continues from its checkpoint, the rest train; ``overwrite``: every fold trains again."""
+    interrupted one continues from its checkpoint, the rest train; ``overwrite``: every fold trains again.
+    ``jobs``: folds trained at a time, each in its own process."""
     if folds < 2:
         raise EmotionError(f"--folds must be at least 2, got {folds}")
+    if jobs < 1:
+        raise EmotionError(f"--jobs must be at least 1, got {jobs}")
     from emotion.training.callbacks import CHECKPOINT_FILE
-    from emotion.training.run import decode_progress, fit_run
 
     out = Path(cfg.trainer.out)
-    runs = []
+    done, todo = {}, []
     for fold in range(folds):
         where = out / f"fold-{fold}"
         if resume and (where / "metrics.json").is_file() and not (where / CHECKPOINT_FILE).is_file():
-            metrics = json.loads((where / "metrics.json").read_text())  # finished before the interruption
+            done[fold] = _summary_of(json.loads((where / "metrics.json").read_text()))  # finished before
         else:
-            dm = EmotionDataModule(cfg.data, seed=cfg.seed, progress=decode_progress(cfg)).setup_fold(fold, folds)
-            metrics = fit_run(cfg, dm=dm, out=where, resume=resume and (where / CHECKPOINT_FILE).is_file(),
-                              overwrite=overwrite)
-        runs.append({"fold": fold, "split": metrics["split"], "test": metrics["test"],
-                     "seconds": metrics["seconds"]})
+            todo.append(fold)
+    args = [(cfg.to_dict(), fold, folds, resume, overwrite) for fold in todo]
+    if jobs > 1 and len(todo) > 1:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start_worker, initargs=(os.environ.get("KERAS_BACKEND"),)) as pool:
+            done.update(zip(todo, pool.map(_train_fold, *zip(*args, strict=True)), strict=True))
+    else:
+        done.update((a[1], _train_fold(*a)) for a in args)
+    runs = [{"fold": fold, **done[fold]} for fold in range(folds)]
     summary = {m: _summary([r["test"][m] for r in runs]) for m in METRICS}
     from emotion.metrics import vs_majority
 
@@ -59,6 +72,29 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
                      + " |")
     (out / "cv.md").write_text("\n".join(lines) + "\n")
     return result
+
+
+def _summary_of(metrics: dict) -> dict:
+    return {k: metrics[k] for k in ("split", "test", "seconds")}
+
+
+def _start_worker(backend: str | None) -> None:
+    import backends
+
+    backends.select(backend)  # before Keras loads in this process: the backend's start-up settings
+
+
+def _train_fold(config: dict, fold: int, folds: int, resume: bool, overwrite: bool) -> dict:
+    """Fold ``fold``: its data module and a normal run folder ``OUT/fold-<fold>/``; its split, test and seconds."""
+    from emotion.config import from_dict
+    from emotion.training.callbacks import CHECKPOINT_FILE
+    from emotion.training.run import decode_progress, fit_run
+
+    cfg = from_dict(config)
+    where = Path(cfg.trainer.out) / f"fold-{fold}"
+    dm = EmotionDataModule(cfg.data, seed=cfg.seed, progress=decode_progress(cfg)).setup_fold(fold, folds)
+    return _summary_of(fit_run(cfg, dm=dm, out=where, resume=resume and (where / CHECKPOINT_FILE).is_file(),
+                               overwrite=overwrite))
 
 
 def _summary(values: list) -> dict:

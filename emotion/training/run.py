@@ -44,7 +44,7 @@ def decode_progress(cfg: Config) -> bool | None:
     return None if cfg.trainer.verbose == 1 else False
 
 
-IGNORED_ON_RESUME = {"trainer.verbose", "trainer.tensorboard", "trainer.out"}
+IGNORED_ON_RESUME = {"trainer.verbose", "trainer.tensorboard", "trainer.out", "trainer.devices"}
 
 
 def checkpoint_config(out: Path) -> dict:

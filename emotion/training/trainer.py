@@ -63,7 +63,9 @@ class Trainer:
     under which the module's `configure_model` builds the network."""
 
     def __init__(self, max_epochs: int = 20, precision: str = "float32", callbacks: list | None = None,
-                 deterministic: bool = False, verbose: int = 1, freeze_epochs: int = 0, config: dict | None = None):
+                 deterministic: bool = False, verbose: int = 1, freeze_epochs: int = 0, config: dict | None = None,
+                 devices: int | str = 1):
+        self.devices, self.devices_used = devices, 1
         self.max_epochs, self.precision, self.deterministic = max_epochs, precision, deterministic
         self.verbose, self.freeze_epochs, self.config = verbose, freeze_epochs, config or {}
         self.callbacks = list(callbacks) if callbacks is not None else [EpochTimer()]
@@ -81,14 +83,17 @@ class Trainer:
         from a `TrainerConfig` alone."""
         t = getattr(cfg, "trainer", cfg)
         return cls(max_epochs=t.epochs, precision=t.precision, callbacks=callbacks, deterministic=t.deterministic,
-                   verbose=t.verbose, freeze_epochs=t.freeze_epochs,
+                   verbose=t.verbose, freeze_epochs=t.freeze_epochs, devices=t.devices,
                    config=cfg.to_dict() if hasattr(cfg, "trainer") else None)
 
     # -------------------------------------------------------------------------------------------- loops
     def build(self, module: EmotionClassifier) -> keras.Model:
         """The module's network, made by its `configure_model` under this trainer's precision (Keras's dtype
-        policy, set while the layers are made) unless it is made already."""
+        policy, set while the layers are made) unless it is made already. With ``devices`` other than 1, the
+        backend's data-parallel distribution is set first (`backends.data_parallel`), so the weights are made
+        replicated on every device."""
         if not module.built:
+            self.devices_used = self.data_parallel(module)
             previous = keras.config.dtype_policy()
             keras.config.set_dtype_policy(self.precision)
             try:
@@ -96,6 +101,12 @@ class Trainer:
             finally:
                 keras.config.set_dtype_policy(previous)
         return module.model
+
+    def data_parallel(self, module: EmotionClassifier) -> int:
+        try:
+            return backends.data_parallel(self.devices)
+        except backends.BackendError as e:
+            raise EmotionError(str(e)) from None
 
     def phases(self) -> list[tuple[int, int, bool]]:
         """(first epoch, end epoch, features frozen) of each training phase."""
@@ -108,6 +119,10 @@ class Trainer:
         module.trainer = self
         ckpt = read_checkpoint(ckpt_path) if ckpt_path else None
         self.build(module)
+        batch, n = datamodule.cfg.batch_size, self.devices_used
+        if batch % n:
+            raise EmotionError(f"--batch-size {batch} is not a multiple of --devices {n}: each step splits the "
+                               "batch evenly over the devices")
         train = datamodule.train_dataloader()
         validation = datamodule.val_dataloader() if len(datamodule.val) else None
         self.steps_per_epoch = len(train)

@@ -64,6 +64,8 @@ def test_a_damaged_entry_is_rebuilt_never_used(folder, tmp_path, damage, monkeyp
     cache = tmp_path / "cache"
     names = ["happy", "sad"]
     fresh = load_folder(folder, names, 8, cache=str(cache))
+    assert isinstance(fresh.images, np.memmap)  # the entry's images are read where they lie
+    fresh.images = np.array(fresh.images)  # a copy: the damage below rewrites the mapped file in place
     npy, meta = entry(cache)
     damage(npy, meta)
     decoded = []

@@ -99,6 +99,19 @@ def test_report_files_from_a_made_up_run(tmp_path):
     assert "not installed" not in text.lower()
 
 
+def test_report_names_the_data_parallel_scaling():
+    row = {**made_up_row(), "scaling": {"devices": 2, "step_s": {"1": stats(0.4), "2": stats(0.25)}, "speedup": 1.6,
+                                        "efficiency": 0.8}}
+    other = {**made_up_row(), "scaling": {"skipped": "--devices 2: data-parallel training runs under the JAX backend only"}}
+    report = {"settings": {**bench.BenchConfig().to_dict(), "devices": 2},
+              "machine": {**bench.machine(), "sgemm_gflops": 150.0}, "backends": {"jax": row, "torch": other}}
+    report["summary"] = bench.summarize(report)
+    text = bench.markdown(report)
+    assert ("- jax, data parallel: compute step 0.400 s on 1 device, 0.250 s on 2 (same global batch): speedup 1.60x, "
+            "scaling efficiency 80%") in text
+    assert "- torch, data parallel: data parallel skipped: --devices 2: data-parallel training runs under the JAX" in text
+
+
 def test_a_backend_that_is_not_installed_is_named_and_left_out(synth_dir, tmp_path, monkeypatch):
     """run_bench follows `harness.plan`: the missing backend gets no process, no row, and is named in the report;
     with none installed it is a one-line error. (The per-backend processes are faked here.)"""

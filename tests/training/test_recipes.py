@@ -2,10 +2,11 @@
 
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
-from conftest import REPO, write_image
+from conftest import BACKEND, REPO, write_image
 
 from emotion.cli import main
 from emotion.config import DataConfig, load_config
@@ -72,15 +73,37 @@ def test_cv_fold_module_keeps_test_apart(synth_dir):
     assert sorted(seen) == sorted(set(seen)) and len(seen) == 60
 
 
-def test_cv_command_reports_mean_and_std(synth_dir, tmp_path, capsys):
-    out = tmp_path / "cv"
-    assert main(["cv", "--folds", "2", "--data", str(synth_dir), "--out", str(out), "--epochs", "1",
-                 "--image-size", "24", "--batch-size", "16", "--quiet"]) == 0
+CV_ARGS = ["--folds", "2", "--epochs", "1", "--image-size", "24", "--batch-size", "16", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def cv_serial(synth_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cv") / "serial"
+    assert main(["cv", "--data", str(synth_dir), "--out", str(out), *CV_ARGS]) == 0
+    return out
+
+
+def test_cv_command_reports_mean_and_std(cv_serial):
+    out = cv_serial
     result = json.loads((out / "cv.json").read_text())
     acc = result["summary"]["accuracy"]
     assert len(acc["folds"]) == 2 and abs(acc["mean"] - np.mean(acc["folds"])) < 1e-12
     assert (out / "cv.md").read_text().count("±") >= 5
     assert (out / "fold-0" / "metrics.json").is_file() and (out / "fold-1" / "imageclassifier.keras").is_file()
+
+
+@pytest.mark.skipif(BACKEND != "jax" or not os.environ.get("EMOTION_SLOW_TESTS"),
+                    reason="two fold processes (~50 s on 2 cores, past the suite's budget): EMOTION_SLOW_TESTS=1 "
+                           "runs it, under JAX")
+def test_cv_jobs_trains_folds_in_parallel_as_the_serial_run(cv_serial, synth_dir, tmp_path):
+    out = tmp_path / "parallel"
+    assert main(["cv", "--data", str(synth_dir), "--out", str(out), "--jobs", "2", *CV_ARGS]) == 0
+    serial, parallel = (json.loads((d / "cv.json").read_text()) for d in (cv_serial, out))
+    for a, b in zip(serial["runs"], parallel["runs"], strict=True):
+        assert (a["fold"], a["split"], a["test"]) == (b["fold"], b["split"], b["test"])
+    for fold in (0, 1):
+        history = [json.loads((d / f"fold-{fold}" / "metrics.json").read_text())["history"] for d in (cv_serial, out)]
+        assert history[0] == history[1]
 
 
 def write_fer_csv(path, rows):
