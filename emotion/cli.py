@@ -613,6 +613,21 @@ def cmd_serve_bench(args) -> int:
     return command(args)
 
 
+def _early_checks(args) -> None:
+    """What a command can check with no framework: its model file (through `emotion.guard`), the images given to
+    `predict` and the data folder given to `test`. The commands check again where they use them."""
+    from emotion.infer import image_files, resolve_model
+
+    if args.command == "predict":
+        image_files(args.paths)
+    if args.command == "test":
+        from emotion.data.datamodule import class_folders
+
+        class_folders(Path(args.data), args.classes)
+    if args.command in ("predict", "test", "video", "export"):
+        resolve_model(args.model, getattr(args, "runtime", None), _limits(args))
+
+
 # Every command, registered here and only here: name -> (help, its flags, what it runs).
 COMMANDS = {
     "fit": ("train, test and save a run folder", _args_fit, cmd_fit),
@@ -644,6 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # usage errors (2), --help and --version (0)
         return e.code if isinstance(e.code, int) else 2
     try:
+        _early_checks(args)  # bad paths and hostile model files: told before a framework is imported
         if hasattr(args, "backend") and _uses_keras(args):
             import backends
 

@@ -47,7 +47,7 @@ def _find_model(name_or_path: str | Path | None = None, runtime: str | None = No
         path = path.with_suffix(".onnx")
     if not path.is_file():
         what = "shipped model" if key in SHIPPED else "model file"
-        raise EmotionError(f"{what} not found: {path}")
+        raise EmotionError(f"{what} is not a regular file: {path}" if path.exists() else f"{what} not found: {path}")
     runtime = runtime or ("onnx" if path.suffix == ".onnx" else "keras")
     if runtime == "onnx":
         if path.suffix != ".onnx":

@@ -198,3 +198,24 @@ def test_exit_codes_are_the_documented_ones(capsys, monkeypatch):
     assert main(["synth", "/tmp/never-written"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["emotion: internal error (RuntimeError): boom (EMOTION_DEBUG=1 shows the traceback)"]
+
+
+@pytest.mark.parametrize("argv", [["predict", "--model", "{bad}", "{img}"], ["predict", "{missing}"],
+                                  ["test", "--model", "{bad}", "--data", "{dir}"], ["test", "--data", "{missing}"]])
+def test_bad_paths_and_model_files_are_told_before_any_framework_loads(tmp_path, argv):
+    """In a process where Keras and the frameworks cannot be imported, the error is still the right one line."""
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.keras"
+    bad.write_text("not a zip")
+    img = write_image(tmp_path / "a.jpg")
+    for c in ("happy", "sad"):
+        write_image(tmp_path / "data" / c / "x.png")
+    args = [a.format(bad=bad, img=img, missing=tmp_path / "missing", dir=tmp_path / "data") for a in argv]
+    code = ("import sys\nfor m in ('keras', 'tensorflow', 'jax', 'torch'): sys.modules[m] = None\n"
+            f"from emotion.cli import main\nsys.exit(main({args!r}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1 and err[0].startswith("emotion: error:"), err
+    assert ("bad.keras" in err[0] or "missing" in err[0]) and "import" not in err[0], err
