@@ -31,6 +31,11 @@ def _has_images(folder: Path) -> bool:
     return folder.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*"))
 
 
+def _with_out(args, folder: str) -> list[str]:
+    """The session's arguments, with ``--out folder`` unless they name one."""
+    return list(args) if "--out" in args else [*args, "--out", folder]
+
+
 def _train(session: nox.Session, backend: str) -> None:
     session.install("-e", f".[{backend}]")
     args = list(session.posargs)
@@ -84,10 +89,7 @@ def parity(session):
     """Train under JAX, TensorFlow and PyTorch from the same initial weights on the same batches; compare
     per-epoch and test metrics and cross-load every .keras (runs/parity/parity.md). Args go to `emotion parity`."""
     session.install("-e", ".[all]")
-    args = list(session.posargs)
-    if "--out" not in args:
-        args += ["--out", "runs/parity"]
-    session.run("emotion", "parity", *args)
+    session.run("emotion", "parity", *_with_out(session.posargs, "runs/parity"))
 
 
 @nox.session
@@ -123,9 +125,7 @@ def bench(session):
                 session.log("data/ holds no images: drawing a synthetic happy/sad face set there (emotion synth data)")
                 session.run("emotion", "synth", "data")
         args = ["--data", data, *args]
-    if "--out" not in args:
-        args += ["--out", "runs/bench"]
-    session.run("emotion", "bench", *args)
+    session.run("emotion", "bench", *_with_out(args, "runs/bench"))
 
 
 @nox.session(name="serve-bench")
@@ -133,10 +133,7 @@ def serve_bench(session):
     """Load-test `emotion serve` on loopback, with dynamic batching and without, at 1/8/32/64 clients on face
     crops and photos (runs/serve-bench/serve-bench.md, .json, .png). Args go to `emotion serve-bench`."""
     session.install("-e", ".[all,serve]")
-    args = list(session.posargs)
-    if "--out" not in args:
-        args += ["--out", "runs/serve-bench"]
-    session.run("emotion", "serve-bench", *args)
+    session.run("emotion", "serve-bench", *_with_out(session.posargs, "runs/serve-bench"))
 
 
 @nox.session
