@@ -47,6 +47,10 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
 SPLITS = ("train", "val", "test")
 MAX_IMAGE_MB = 50  # default size limit of one image file (--max-image-mb)
+# Pixels an image may decode to (after a JPEG's reduced-scale decoding, so a 48 MP JPEG passes): Pillow keeps 4
+# bytes a pixel, so this bounds one decode near 120 MB. Measured: `emotion predict` of a 39.9 MP PNG under
+# TensorFlow peaked at 1.00 GB, of a 48 MP JPEG at 0.75 GB; an 88 MP PNG (Pillow's own limit) at 1.38 GB.
+MAX_DECODE_PIXELS = 30_000_000
 MB = 1_000_000
 _CACHE_VERSION = 2
 
@@ -98,11 +102,11 @@ def _open(source, color: str, draft: tuple[int, int], max_image_mb: float = MAX_
         fmt = img.format
         if fmt not in SUPPORTED_FORMATS:
             raise ValueError(f"unsupported image type {fmt}")
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit and img.width * img.height > limit:
-            raise ValueError(f"image too large: {img.width}x{img.height} pixels (the limit is {limit})")
         if fmt in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
-            img.draft(img.mode, draft)
+            img.draft(img.mode, draft)  # a big JPEG decodes at 1/2, 1/4 or 1/8 scale: the size it will have
+        limit = min(Image.MAX_IMAGE_PIXELS or MAX_DECODE_PIXELS, MAX_DECODE_PIXELS)
+        if img.width * img.height > limit:
+            raise ValueError(f"image too large: {img.width}x{img.height} pixels (the limit is {limit})")
         img.load()
         return _to_mode(img, "L" if color == "grayscale" else "RGB")
     except ValueError as e:
@@ -189,9 +193,14 @@ def _kind(mode: int) -> str:
 
 def _to_mode(img: Image.Image, mode: str) -> Image.Image:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(img)  # 16 or 32 bits a pixel; scaled to 8 bits a band of rows at a time (bounded memory)
         peak = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8), "L")
+        out = np.empty(arr.shape, np.uint8)
+        for top in range(0, arr.shape[0], 256):
+            band = arr[top:top + 256].astype(np.float64)
+            out[top:top + 256] = np.clip(band * (255.0 / peak) + 0.5, 0, 255).astype(np.uint8)
+        del arr
+        img = Image.fromarray(out, "L")
     elif img.mode == "F":
         img = Image.fromarray(np.clip(np.asarray(img), 0, 255).astype(np.uint8), "L")
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):

@@ -259,3 +259,16 @@ def test_fuzz_mutated_images_decode_or_refuse(which, edits, cut):
         _check_decodes_or_refuses(bytes(data[: max(1, len(data) - cut % 64)] if cut % 3 == 0 else data))
     finally:
         Image.MAX_IMAGE_PIXELS = limit
+
+
+def test_decoded_pixels_are_bounded_after_a_jpegs_reduced_scale(tmp_path, monkeypatch):
+    """A PNG over MAX_DECODE_PIXELS is refused from its header; a JPEG as large decodes at a reduced DCT scale
+    (draft) that fits, so it is read."""
+    from emotion.data import datamodule
+
+    monkeypatch.setattr(datamodule, "MAX_DECODE_PIXELS", 10_000)
+    png = write_image(tmp_path / "big.png", size=(200, 100))
+    with pytest.raises(ValueError, match="image too large: 200x100 pixels"):
+        datamodule.decode_image(png, max_side=64)
+    jpg = write_image(tmp_path / "big.jpg", size=(400, 400))  # 160,000 pixels, decoded at 1/4: 100x100
+    assert datamodule.decode_image(jpg, max_side=64).shape[:2] == (64, 64)
