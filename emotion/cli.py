@@ -87,7 +87,9 @@ def _model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
 
 def _uses_keras(args) -> bool:
     """Whether the command needs a Keras backend: not for a model run by onnxruntime."""
-    return getattr(args, "runtime", None) != "onnx" and not str(getattr(args, "model", None) or "").endswith(".onnx")
+    from emotion.infer import runtime_for
+
+    return runtime_for(getattr(args, "model", None), getattr(args, "runtime", None)) == "keras"
 
 
 def _max_model_arg(p: argparse.ArgumentParser) -> None:

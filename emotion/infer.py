@@ -38,6 +38,11 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 RUNTIMES = ("keras", "onnx")
 
 
+def runtime_for(name_or_path: str | Path | None = None, runtime: str | None = None) -> str:
+    """The runtime a model runs under: the one asked for, else 'onnx' for an `.onnx` file, else 'keras'."""
+    return runtime or ("onnx" if str(name_or_path or "").endswith(".onnx") else "keras")
+
+
 def _find_model(name_or_path: str | Path | None = None, runtime: str | None = None) -> Path:
     key = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     if runtime is not None and runtime not in RUNTIMES:
@@ -48,8 +53,7 @@ def _find_model(name_or_path: str | Path | None = None, runtime: str | None = No
     if not path.is_file():
         what = "shipped model" if key in SHIPPED else "model file"
         raise EmotionError(f"{what} is not a regular file: {path}" if path.exists() else f"{what} not found: {path}")
-    runtime = runtime or ("onnx" if path.suffix == ".onnx" else "keras")
-    if runtime == "onnx":
+    if runtime_for(path, runtime) == "onnx":
         if path.suffix != ".onnx":
             raise EmotionError(f"--runtime onnx takes an .onnx file, got {path} (make one with: emotion export "
                                f"--model {path} --format onnx --out {path.with_suffix('.onnx')})")

@@ -347,9 +347,10 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, m
         raise EmotionError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime}")
     if max_batch_size < 1 or workers < 1 or batch_timeout < 0:
         raise EmotionError("--max-batch-size and --workers must be at least 1, --batch-timeout at least 0")
-    from emotion.infer import resolve_model
+    from emotion.infer import resolve_model, runtime_for
 
-    runtime = "onnx" if resolve_model(model, runtime).suffix == ".onnx" else "keras"  # (checks the file too)
+    resolve_model(model, runtime)  # the model file, checked before anything loads
+    runtime = runtime_for(model, runtime)
     if runtime == "keras":
         import backends
 
