@@ -73,12 +73,14 @@ def train_torch(session):
 
 @nox.session
 def tests(session):
-    """Every test under every backend, each backend in its own pytest process, then the cross-backend tests."""
+    """Every test under every backend, each backend in its own pytest process, then the cross-backend tests.
+    Tests marked ``once`` touch no backend (decoding, caches, detectors, configs): they run under the first."""
     session.install("-e", ".[all,dev,export,serve]")
-    for backend in BACKENDS:
+    for i, backend in enumerate(BACKENDS):
         session.log(f"--- tests under KERAS_BACKEND={backend}")
+        once_done = {"EMOTION_TESTS_ONCE_DONE": "1"} if i else {}
         session.run("pytest", "-m", "not cross_backend", "--durations=10", *session.posargs,
-                    env={"KERAS_BACKEND": backend})
+                    env={"KERAS_BACKEND": backend, **once_done})
     session.log("--- cross-backend tests (one subprocess per backend)")
     session.run("pytest", "-m", "cross_backend", *session.posargs, env={"KERAS_BACKEND": BACKENDS[0]},
                 success_codes=[0, 5])  # 5: -k deselected them all

@@ -22,6 +22,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``once`` use no Keras backend (decoding, caches, detectors, configs, pip): `nox -s tests` sets
+    EMOTION_TESTS_ONCE_DONE for every backend after its first, and they are skipped there. A plain pytest runs them."""
+    if os.environ.get("EMOTION_TESTS_ONCE_DONE"):
+        skip = pytest.mark.skip(reason="touches no backend: ran under the first backend of this `nox -s tests`")
+        for item in items:
+            if item.get_closest_marker("once"):
+                item.add_marker(skip)
+
+
 def pytest_report_header(config):
     return f"emotion backend: {BACKEND} (installed: {', '.join(backends.installed())})"
 

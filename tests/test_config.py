@@ -9,6 +9,8 @@ from emotion.cli import build_parser, main
 from emotion.config import load_config, settings, to_yaml
 from emotion.errors import EmotionError
 
+pytestmark = pytest.mark.once  # touches no Keras backend: `nox -s tests` runs it once
+
 
 def _fit_parser():
     parser = build_parser()

@@ -7,6 +7,8 @@ import pytest
 
 from emotion.metrics import score
 
+pytestmark = pytest.mark.once  # touches no Keras backend: `nox -s tests` runs it once
+
 
 def test_a_class_missing_from_the_split_has_null_recall_and_a_warning():
     labels = np.array([0, 0, 1, 1])

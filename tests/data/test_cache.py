@@ -16,6 +16,8 @@ from emotion.cli import main
 from emotion.data import datamodule
 from emotion.data.datamodule import Progress, cache_dir, decode_files, list_files, load_folder
 
+pytestmark = pytest.mark.once  # touches no Keras backend: `nox -s tests` runs it once
+
 
 @pytest.fixture
 def folder(tmp_path):

@@ -11,6 +11,8 @@ from emotion.config import DataConfig
 from emotion.data.datamodule import EmotionDataModule, load_image, quarantine, scan_invalid, split_indices
 from emotion.errors import EmotionError
 
+pytestmark = pytest.mark.once  # touches no Keras backend: `nox -s tests` runs it once
+
 
 def snapshot(root: Path) -> dict:
     return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()

@@ -20,6 +20,7 @@ def digests(root) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.once
 def test_same_seed_same_bytes_other_seed_other_faces(tmp_path):
     a, b, c = (generate(tmp_path / n, per_class=4, seed=s, size=48) for n, s in (("a", 0), ("b", 0), ("c", 1)))
     assert a == b == c == {"happy": 4, "sad": 4}
@@ -29,6 +30,7 @@ def test_same_seed_same_bytes_other_seed_other_faces(tmp_path):
     assert not set(digests(tmp_path / "c").values()) & set(first.values())
 
 
+@pytest.mark.once
 def test_refuses_a_class_folder_with_files(tmp_path):
     (tmp_path / "sad").mkdir()
     (tmp_path / "sad" / "mine.jpg").write_bytes(b"not yours")
@@ -40,6 +42,7 @@ def test_refuses_a_class_folder_with_files(tmp_path):
         generate(tmp_path / "new", per_class=0)
 
 
+@pytest.mark.once
 def test_face_box_holds_the_face():
     for i in range(6):
         img, (x, y, w, h) = face(i % 2, np.random.default_rng([5, i]), 128, with_box=True)

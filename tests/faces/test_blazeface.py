@@ -20,6 +20,8 @@ from emotion.errors import EmotionError  # noqa: E402
 from emotion.faces import blazeface  # noqa: E402
 from emotion.faces.blazeface import MODELS, BlazeFaceDetector, ssd_anchors, weighted_nms  # noqa: E402
 
+pytestmark = pytest.mark.once  # touches no Keras backend: `nox -s tests` runs it once
+
 WEB = SHARED_DATA / "web-happy-sad"
 N_SYNTH = 24
 # measured: back finds 17 of the 24 cartoon faces, full 5; on the first 40 happy web photos back 31, full 28

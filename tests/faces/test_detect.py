@@ -23,6 +23,7 @@ def drawn_faces(n: int, size: int = 256, seed: int = 7):
         yield np.asarray(img), box
 
 
+@pytest.mark.once
 def test_the_cascade_ships_inside_the_opencv_wheel():
     path = cascade_path()
     assert path.is_file() and path.stat().st_size > 100_000
@@ -32,6 +33,7 @@ def test_the_cascade_ships_inside_the_opencv_wheel():
         cascade_path("no_such_cascade.xml")
 
 
+@pytest.mark.once
 def test_detector_finds_drawn_faces_where_they_are():
     detector = HaarDetector()
     found = on_face = 0
@@ -48,6 +50,7 @@ def test_detector_finds_drawn_faces_where_they_are():
     assert on_face >= found - 2, f"{found - on_face} of {found} largest boxes are off the face"
 
 
+@pytest.mark.once
 def test_detector_finds_nothing_in_noise_or_flat_images():
     detector = HaarDetector()
     rng = np.random.default_rng(0)
@@ -56,6 +59,7 @@ def test_detector_finds_nothing_in_noise_or_flat_images():
         assert detector.detect(image) == []
 
 
+@pytest.mark.once
 def test_square_box_and_crop_geometry():
     assert square_box((10, 20, 40, 20), margin=0.0) == (10, 10, 40)  # square on the longer side, same centre
     assert square_box((10, 20, 40, 40), margin=0.25) == (0, 10, 60)
@@ -74,6 +78,7 @@ def test_square_box_and_crop_geometry():
         crop(image, (500, 500, 10, 10), 16)
 
 
+@pytest.mark.once
 def test_face_inputs_modes():
     detector = HaarDetector()
     image = next(img for img, _ in drawn_faces(40) if detector.detect(img))
@@ -158,6 +163,7 @@ def test_predict_streams_a_folder_with_faces(face_run, faces_dir, tmp_path, caps
     assert len(table) == 13 and all(t["whole_image"] == "True" for t in table)
 
 
+@pytest.mark.once
 def test_predict_checks_paths_before_loading_a_model(capsys, tmp_path):
     rc = main(["predict", "--model", str(tmp_path / "no.keras"), str(tmp_path / "missing-folder")])
     err = capsys.readouterr().err.strip()
@@ -226,6 +232,7 @@ def test_video_writes_a_row_for_every_frame_and_an_annotated_clip(face_run, tmp_
                    f"emotion: error: video not found: {tmp_path / 'none.mp4'}"]
 
 
+@pytest.mark.once
 def test_tracks_smooth_probabilities_per_face():
     from emotion.faces.video import Tracks
 
@@ -239,6 +246,7 @@ def test_tracks_smooth_probabilities_per_face():
     assert third[0][0] == 2 and np.allclose(third[0][1], [1.0, 0.0]), "a new face starts unsmoothed"
 
 
+@pytest.mark.once
 def test_crop_levels_tilted_eyes():
     """A face whose eyes tilt by 20 degrees comes out of `crop` with its eyes level."""
     from emotion.faces.detect import Face
