@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import sys
 
@@ -42,14 +43,34 @@ def _module(name: str):
     return importlib.import_module(f"backends.{name}")
 
 
+def _keras_config_backend() -> str | None:
+    """The ``backend`` of Keras's own config file (``$KERAS_HOME/keras.json``, else ``~/.keras/keras.json``), read
+    without importing Keras; None where there is none or it cannot be read."""
+    path = os.path.join(os.environ.get("KERAS_HOME") or os.path.join(os.path.expanduser("~"), ".keras"), "keras.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            value = json.load(f).get("backend")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def default() -> str:
+    """What Keras itself would pick: ``KERAS_BACKEND``, else keras.json's ``backend``, else TensorFlow. Where that
+    framework is not installed, the first installed of jax, tensorflow, torch (installing an extra that pulls in
+    another framework, as `[export]` pulls in JAX, does not move a TensorFlow user to it)."""
+    name = os.environ.get("KERAS_BACKEND") or _keras_config_backend()
+    if name:
+        return name
+    available = installed()
+    if not available:
+        raise BackendError("no Keras backend installed: pip install -e '.[tensorflow]' (or [jax], [torch])")
+    return "tensorflow" if "tensorflow" in available else available[0]
+
+
 def select(name: str | None = None, deterministic: bool = False) -> str:
-    """Pick the backend (default: ``KERAS_BACKEND``, else the first installed) before Keras is imported."""
-    name = name or os.environ.get("KERAS_BACKEND")
-    if name is None:
-        available = installed()
-        if not available:
-            raise BackendError("no Keras backend installed: pip install -e '.[jax]' (or [tensorflow], [torch])")
-        name = available[0]
+    """Pick the backend (default: `default()`, as Keras would) before Keras is imported."""
+    name = name or default()
     if name not in NAMES:
         raise BackendError(f"unknown backend {name!r}: choose one of {', '.join(NAMES)}")
     if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", name) != name:

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 def load(model=None, runtime: str | None = None, faces: str | None = None, detector: str | None = None):
     """An `emotion.infer.Predictor`: ``model`` is a shipped model's name (default: happy-sad), a `.keras` or an
     `.onnx`; ``runtime`` 'onnx' runs the ONNX export under onnxruntime, with no deep-learning framework.
-    A `.keras` runs under ``KERAS_BACKEND`` (else the first backend installed)."""
+    A `.keras` runs under ``KERAS_BACKEND`` (else Keras's default: `backends.default`)."""
     import sys
 
     from emotion.infer import Predictor, resolve_model
