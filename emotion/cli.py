@@ -54,9 +54,13 @@ def _backend_args(p: argparse.ArgumentParser) -> None:
 def _data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--data", required=required, help="folder of class subfolders, or of train/ val/ test/")
     p.add_argument("--classes", type=parse_names, help="comma-separated subset of class folders (default: all)")
+    _max_image_arg(p)
+    p.add_argument("--quiet", action="store_true", help="no progress line while decoding")
+
+
+def _max_image_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-image-mb", type=_positive_int, default=50, metavar="MB",
                    help="image files larger than this are reported and skipped, never read (default 50)")
-    p.add_argument("--quiet", action="store_true", help="no progress line while decoding")
 
 
 def _positive_int(text: str) -> int:
@@ -164,6 +168,7 @@ def _args_predict(p):
     fmt.add_argument("--json", action="store_true", help="one JSON list, a row per face, for machines")
     fmt.add_argument("--csv", action="store_true", help="CSV, a row per face")
     p.add_argument("--annotate", metavar="DIR", help="write a copy of each image with boxes and labels into DIR")
+    _max_image_arg(p)
 
 
 def _args_video(p):
@@ -448,7 +453,7 @@ def cmd_predict(args) -> int:
     first = True
     if args.json:
         print("[", end="")
-    for row in clf.predict_files(files, on_image=on_image):
+    for row in clf.predict_files(files, on_image=on_image, max_image_mb=args.max_image_mb):
         if "error" in row:
             counts["errors"] += 1
             print(f"emotion: error: cannot read image {_text(row['file'])}: {row['error']}", file=sys.stderr)

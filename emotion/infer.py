@@ -345,15 +345,16 @@ class Predictor:
                 "score": round(face.score, 4) if face else None, "whole_image": face is None, **self.row(p)}
 
     def predict_files(self, paths: Iterable[str | Path], faces: str | None = None, chunk: int = 16,
-                      on_image=None) -> Iterator[dict]:
+                      on_image=None, max_image_mb: float | None = None) -> Iterator[dict]:
         """Rows for each face of each image, streamed ``chunk`` images at a time (decoded in threads), so
-        memory does not grow with the number of files. An unreadable file gives one row with an "error".
+        memory does not grow with the number of files. An unreadable file, or one over ``max_image_mb``
+        (default: the data module's), gives one row with an "error".
         ``on_image(path, image, rows)`` is called for each decoded image (e.g. to draw on it)."""
-        from emotion.data.datamodule import decode_image
+        from emotion.data.datamodule import MAX_IMAGE_MB, decode_image
 
         def work(path):
             try:
-                image = decode_image(path)
+                image = decode_image(path, max_image_mb=max_image_mb or MAX_IMAGE_MB)
                 return image, self.inputs(image, faces), None
             except (ValueError, OSError) as e:
                 return None, None, str(e)

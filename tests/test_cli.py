@@ -64,6 +64,19 @@ def test_unreadable_image_for_predict(capsys, tmp_path, model_file):
     assert "broken.jpg" in msg
 
 
+def test_predict_skips_images_over_max_image_mb(capsys, tmp_path, model_file):
+    small = write_image(tmp_path / "small.png", (40, 40))
+    big = write_image(tmp_path / "big.png", (800, 800))  # random pixels: ~1.9 MB of PNG
+    assert big.stat().st_size > 1 << 20
+    rc = main(["predict", "--model", str(model_file), "--json", "--max-image-mb", "1", str(small), str(big)])
+    out, err = capsys.readouterr()
+    rows = json.loads(out)
+    assert rc == 2 and [r["file"] for r in rows if "error" not in r] == [str(small)]
+    errors = [ln for ln in err.splitlines() if ln.startswith("emotion: error")]
+    assert len(errors) == 1 and "big.png" in errors[0] and "--max-image-mb" in errors[0]
+    assert main(["predict", "--model", str(model_file), "--json", "--max-image-mb", "5", str(big)]) == 0
+
+
 def test_predict_any_image_kind(capsys, tmp_path, model_file):
     files = [write_image(tmp_path / "gray.png", (20, 30), "L"), write_image(tmp_path / "rgba.png", (300, 100), "RGBA"),
              write_image(tmp_path / "big.jpg", (900, 700))]
