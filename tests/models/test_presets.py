@@ -72,3 +72,15 @@ def test_unknown_precision_is_a_clear_error():
         build_model("seed", (32, 32, 3), 2, precision="float8")
     with pytest.raises(EmotionError, match="trainer.precision must be one of"):
         load_config(None, {"trainer.precision": "bf16"})
+
+
+def test_vgg_bn_augment_adds_web_photo_augmentation_for_training_only():
+    plain = build_model("vgg-bn", (32, 32, 1), 2)
+    strong = build_model("vgg-bn", (32, 32, 1), 2, augment={"brightness": 0.2, "blur": 0.5, "erasing": 0.5})
+    kinds = {type(layer).__name__ for layer in strong.layers} - {type(layer).__name__ for layer in plain.layers}
+    assert kinds == {"RandomBrightness", "RandomGaussianBlur", "RandomErasing"}
+    assert strong.count_params() == plain.count_params()
+    strong.set_weights(plain.get_weights())
+    x = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 1)).astype("float32")
+    same = [keras.ops.convert_to_numpy(m(x, training=False)) for m in (plain, strong)]
+    np.testing.assert_allclose(same[0], same[1], atol=1e-6)  # identity at inference
