@@ -264,7 +264,8 @@ def exchange(text: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ data parallel
 def data_parallel(devices: int | str = 1) -> int:
     """`keras.distribution.DataParallel` over the first ``devices`` devices (see `backends.data_parallel`); after
-    `initialize_processes`, over the first ``devices`` devices *of each process* (so at least one per process).
+    `initialize_processes`, over the first ``devices`` devices *of each process* (so at least one per process;
+    ``"all"``: as many as the process with the fewest has).
 
     Each batch is split along its first axis over the devices, the weights are replicated, and XLA (GSPMD)
     sums the gradients across them: the same step as on one device, up to the order of the sums. A batch
@@ -275,10 +276,10 @@ def data_parallel(devices: int | str = 1) -> int:
 
     from backends import _resolve_devices
 
-    if jax.process_count() > 1:
-        n = _resolve_devices(devices, jax.local_device_count())
-        names = [f"{d.platform}:{d.id}" for p in range(jax.process_count())
-                 for d in [d for d in jax.devices() if d.process_index == p][:n]]
+    if jax.process_count() > 1:  # every process sees every device: each works out the same mesh
+        per_process = [[d for d in jax.devices() if d.process_index == p] for p in range(jax.process_count())]
+        n = _resolve_devices(devices, min(len(mine) for mine in per_process))
+        names = [f"{d.platform}:{d.id}" for mine in per_process for d in mine[:n]]
         _place_uneven_batches()  # every process is given the whole batch (not Keras's tf.data auto-sharding)
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=names, auto_shard_dataset=False))
         return len(names)
