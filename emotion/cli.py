@@ -627,8 +627,12 @@ def cmd_serve_bench(args) -> int:
 
 def _early_checks(args) -> None:
     """What a command can check with no framework: its model file (through `emotion.guard`), the images given to
-    `predict` and the data folder given to `test`. The commands check again where they use them."""
+    `predict`, the data folder given to `test`, and the settings of `fit` and `cv` (not of a `fit --resume`,
+    whose settings come from its checkpoint). The commands check again where they use them."""
     from emotion.infer import image_files, resolve_model
+
+    if args.command == "cv" or (args.command == "fit" and not args.resume):
+        _config(args, from_checkpoint=False)
 
     if args.command == "predict":
         image_files(args.paths)

@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from emotion.config import Config, from_dict
+from emotion.config import Config, TrainerConfig, from_dict, validate
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
 from emotion.models import find_user_module
@@ -47,8 +47,9 @@ def decode_progress(cfg: Config) -> bool | None:
     return None if cfg.trainer.verbose == 1 else False
 
 
-IGNORED_ON_RESUME = {"trainer.verbose", "trainer.tensorboard", "trainer.out", "trainer.devices", "trainer.num_processes",
-                     "trainer.process_id", "trainer.coordinator"}
+PROCESS_SETTINGS = ("num_processes", "process_id", "coordinator")
+IGNORED_ON_RESUME = {"trainer.verbose", "trainer.tensorboard", "trainer.out", "trainer.devices",
+                     *(f"trainer.{k}" for k in PROCESS_SETTINGS)}
 
 
 def checkpoint_config(out: Path) -> dict:
@@ -77,7 +78,10 @@ def resolve_resume(given: dict, out: Path) -> Config:
         raise EmotionError(f"cannot resume {out} with other settings: {'; '.join(diffs)}")
     for key in IGNORED_ON_RESUME & set(given):
         setattr(saved.trainer, key.split(".")[1], given[key])
+    for key in PROCESS_SETTINGS:  # as given now, else one process: never the checkpoint's
+        setattr(saved.trainer, key, given.get(f"trainer.{key}", getattr(TrainerConfig(), key)))
     saved.trainer.out = str(out)
+    validate(saved)
     return saved
 
 
