@@ -416,7 +416,8 @@ def validate(cfg: Config) -> None:
     if t.freeze_epochs >= t.epochs:
         raise EmotionError(f"freeze_epochs must be in 0..epochs-1, got {t.freeze_epochs}")
     if t.process_id >= t.num_processes:
-        raise EmotionError(f"process_id must be in 0..num_processes-1 ({t.num_processes - 1}), got {t.process_id}")
+        raise EmotionError(f"trainer.process_id must be in 0..{t.num_processes - 1} (one number per process of "
+                           f"num_processes {t.num_processes}), got {t.process_id}")
     if t.num_processes > 1 and not t.coordinator:
         raise EmotionError(f"num_processes {t.num_processes} needs coordinator (--coordinator HOST:PORT): the "
                            "address of process 0, the same for every process")
