@@ -156,6 +156,7 @@ print(json.dumps(out))
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.once  # told before a backend is picked, or no backend at all
 def test_bad_process_settings_are_one_line(synth_dir):
     data = ["fit", "--data", str(synth_dir), "--out", "/nonexistent/never-written"]
     cases = {
@@ -178,6 +179,7 @@ def test_bad_process_settings_are_one_line(synth_dir):
     assert not Path("/nonexistent/never-written").exists()
 
 
+@pytest.mark.once  # told before a backend is picked, or no backend at all
 def test_process_settings_from_yaml(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("trainer: {num_processes: 4, process_id: 3, coordinator: '[fd00::1]:8476'}\n")
@@ -193,6 +195,7 @@ def test_process_settings_from_yaml(tmp_path):
     assert (one.trainer.num_processes, one.trainer.process_id, one.trainer.coordinator) == (1, 0, None)
 
 
+@pytest.mark.once  # told before a backend is picked, or no backend at all
 def test_other_backends_refuse_in_one_line():
     for name in ("tensorflow", "torch"):
         with pytest.raises(backends.BackendError) as e:
@@ -200,6 +203,7 @@ def test_other_backends_refuse_in_one_line():
         assert "\n" not in str(e.value) and "runs under the JAX backend only (--backend jax)" in str(e.value)
 
 
+@pytest.mark.once  # told before a backend is picked, or no backend at all
 def test_processes_agree_on_settings_and_data(synth_dir, monkeypatch):
     """Each process compares every process's settings and data (by content) with process 0's before training."""
     from emotion.data.datamodule import EmotionDataModule
