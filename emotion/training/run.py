@@ -168,7 +168,6 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
     With ``trainer.num_processes`` above 1, this is one of the processes that train together (`Processes`):
     process 0 does all of the above; the others neither lock nor write the folder (with ``resume`` they read its
     checkpoint, so it must be on a file system they see), and return the same metrics."""
-
     out = Path(out or cfg.trainer.out)
     find_user_module(cfg.model.module)  # a wrong --module fails before any data is read
     group = Processes(cfg.trainer).join()
