@@ -121,6 +121,23 @@ def data_parallel(devices: int | str = 1) -> int:
     return _module(current()).data_parallel(devices)
 
 
+def initialize_processes(num_processes: int, process_id: int, coordinator: str) -> None:
+    """Join ``num_processes`` processes (this one is ``process_id``) that train one model together, each on its
+    own devices, meeting at ``coordinator`` (HOST:PORT of process 0). Call before the framework computes
+    anything; `data_parallel` then spans every process's devices. Raises `BackendError` (one line) where the
+    backend cannot."""
+    _module(os.environ.get("KERAS_BACKEND") or current()).initialize_processes(num_processes, process_id, coordinator)
+
+
+def exchange(text: str) -> list[str]:
+    """Every process's ``text`` (UTF-8, up to `EXCHANGE_BYTES`), in process order: a meeting point after
+    `initialize_processes` that every process must reach (each sends its own, each gets all)."""
+    return _module(current()).exchange(text)
+
+
+EXCHANGE_BYTES = 2048
+
+
 def _resolve_devices(devices: int | str, available: int) -> int:
     n = available if devices == "all" else int(devices)
     if n < 1:

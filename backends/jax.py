@@ -215,18 +215,74 @@ def describe() -> dict:
     }
 
 
+# ------------------------------------------------------------------------------------------ several processes
+def initialize_processes(num_processes: int, process_id: int, coordinator: str) -> None:
+    """`jax.distributed.initialize` with the three values given (see `backends.initialize_processes`), CPU
+    collectives through gloo (XLA's CPU client needs them to run a computation across processes).
+
+    `keras.distribution.initialize` does the same call, but without a way to switch off JAX's cluster
+    detection: under SLURM or Open MPI that detection makes each process see one GPU only (its local rank's),
+    where one process per host should train on every GPU of its host. (Keras's call also agrees on a random
+    seed across processes when none is set; `emotion fit` always sets one.)"""
+    import jax
+
+    from backends import BackendError
+
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    try:
+        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
+                                   process_id=process_id, cluster_detection_method="deactivate",
+                                   initialization_timeout=_timeout("EMOTION_PROCESS_TIMEOUT", 300))
+    except (RuntimeError, ValueError) as e:  # a port in use, a host that never answers, JAX already running
+        first = " ".join(str(e).split())[:300]
+        raise BackendError(f"process {process_id} of {num_processes} could not join the others at {coordinator}: "
+                           f"{first}") from None
+
+
+def _timeout(name: str, default: int) -> int:
+    try:
+        return max(1, int(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+def exchange(text: str) -> list[str]:
+    """Every process's ``text``, in process order (`backends.exchange`): one allgather of a byte buffer."""
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    from backends import EXCHANGE_BYTES
+
+    data = text.encode()[:EXCHANGE_BYTES]
+    buf = np.zeros(EXCHANGE_BYTES + 4, np.uint8)
+    buf[:4] = np.frombuffer(np.uint32(len(data)).tobytes(), np.uint8)
+    buf[4:4 + len(data)] = np.frombuffer(data, np.uint8)
+    rows = np.asarray(multihost_utils.process_allgather(buf)).reshape(-1, EXCHANGE_BYTES + 4)
+    return [bytes(r[4:4 + int(np.frombuffer(r[:4].tobytes(), np.uint32)[0])]).decode(errors="replace") for r in rows]
+
+
 # ------------------------------------------------------------------------------------------ data parallel
 def data_parallel(devices: int | str = 1) -> int:
-    """`keras.distribution.DataParallel` over the first ``devices`` devices (see `backends.data_parallel`).
+    """`keras.distribution.DataParallel` over the first ``devices`` devices (see `backends.data_parallel`); after
+    `initialize_processes`, over the first ``devices`` devices *of each process* (so at least one per process;
+    ``"all"``: as many as the process with the fewest has).
 
     Each batch is split along its first axis over the devices, the weights are replicated, and XLA (GSPMD)
     sums the gradients across them: the same step as on one device, up to the order of the sums. A batch
     whose size the device count does not divide (the partial last batch of an epoch or of a validation
     pass) is replicated instead of split (`_place_uneven_batches`), so every image is still used once."""
+    import jax
     import keras
 
     from backends import _resolve_devices
 
+    if jax.process_count() > 1:  # every process sees every device: each works out the same mesh
+        per_process = [[d for d in jax.devices() if d.process_index == p] for p in range(jax.process_count())]
+        n = _resolve_devices(devices, min(len(mine) for mine in per_process))
+        names = [f"{d.platform}:{d.id}" for mine in per_process for d in mine[:n]]
+        _place_uneven_batches()  # every process is given the whole batch (not Keras's tf.data auto-sharding)
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=names, auto_shard_dataset=False))
+        return len(names)
     names = keras.distribution.list_devices()
     n = _resolve_devices(devices, len(names))
     if n == 1:
@@ -238,12 +294,18 @@ def data_parallel(devices: int | str = 1) -> int:
 
 
 def _place_uneven_batches() -> None:
-    """Let Keras's JAX trainer take batches the data-parallel mesh does not divide (idempotent).
+    """Let Keras's JAX trainer take batches the data-parallel mesh does not divide, and global batches when
+    several processes train (idempotent).
 
-    Keras places every batch with the layout of the epoch's first batch (``make_array_from_process_local_data``
-    with the batch axis split), which fails on a smaller last batch whose size is not a multiple of the
-    device count. Such a batch is put on every device whole (replicated); the jitted step then computes it
-    on each device, which costs time only on that one batch and gives the one-device result."""
+    One process: Keras places every batch with the layout of the epoch's first batch
+    (``make_array_from_process_local_data`` with the batch axis split), which fails on a smaller last batch
+    whose size is not a multiple of the device count. Such a batch is put on every device whole (replicated);
+    the jitted step then computes it on each device, which costs time only on that one batch and gives the
+    one-device result.
+
+    Several processes: every process reads the same data in the same seeded order, so each holds the whole
+    global batch on the host, and gives its own devices only their rows of it (`_global_batch`). (Keras's way,
+    each process passing its local slice, cannot tell a slice from a whole uneven last batch by its shape.)"""
     import jax
     from keras.src import tree
     from keras.src.backend.jax import trainer as jax_trainer
@@ -256,12 +318,27 @@ def _place_uneven_batches() -> None:
     def _distribute_data(data, layouts=None):
         dist = distribution_lib.distribution()
         if dist is not None:
-            n = dist.device_mesh.shape[dist.device_mesh.axis_names.index(dist.batch_dim_name)]
+            mesh, axis = dist.device_mesh.backend_mesh, dist.batch_dim_name
+            n = mesh.shape[axis]
             sizes = {d.shape[0] for d in tree.flatten(data) if d is not None and getattr(d, "ndim", 0)}
-            if any(s % n for s in sizes):
-                replicated = jax.sharding.NamedSharding(dist.device_mesh.backend_mesh, jax.sharding.PartitionSpec())
+            split = not any(s % n for s in sizes)
+            if jax.process_count() > 1:
+                return tree.map_structure(lambda d: None if d is None else _global_batch(d, mesh, axis, split), data)
+            if not split:
+                replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
                 return tree.map_structure(lambda d: None if d is None else jax.device_put(d, replicated), data)
         return original(data, layouts)
 
     _distribute_data.emotion_original = original
     jax_trainer._distribute_data = _distribute_data
+
+
+def _global_batch(d, mesh, axis: str, split: bool):
+    """``d``, a whole batch that every process holds alike, as one array over ``mesh``: its first axis split over
+    the ``axis`` devices (``split``), or whole on each device. Each process puts only its own devices' rows."""
+    import jax
+    import numpy as np
+
+    d = np.asarray(d)
+    spec = jax.sharding.PartitionSpec(axis) if split and d.ndim else jax.sharding.PartitionSpec()
+    return jax.make_array_from_callback(d.shape, jax.sharding.NamedSharding(mesh, spec), lambda index: d[index])

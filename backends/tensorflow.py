@@ -134,3 +134,11 @@ def data_parallel(devices: int | str = 1) -> int:
         raise BackendError(f"--devices {devices}: data-parallel training runs under the JAX backend only "
                            "(--backend jax); TensorFlow trains on one device")
     return 1
+
+
+def initialize_processes(num_processes: int, process_id: int, coordinator: str) -> None:
+    """One process only: Keras 3 trains over several processes (`keras.distribution.initialize`) under JAX alone."""
+    from backends import BackendError
+
+    raise BackendError(f"--num-processes {num_processes}: training over several processes runs under the JAX "
+                       "backend only (--backend jax); TensorFlow trains in one process")

@@ -320,7 +320,9 @@ def cmd_fit(args) -> int:
         _warn_chance(t)
     if metrics.get("val"):
         _warn_undefined(metrics["val"], "val")
-    print(f"run folder: {cfg.trainer.out}")
+    t = cfg.trainer
+    print(f"run folder: {t.out}" if t.process_id == 0 else
+          f"process {t.process_id} of {t.num_processes}: done; process 0 writes the run folder ({t.out} on its host)")
     return 0
 
 
@@ -328,6 +330,9 @@ def cmd_cv(args) -> int:
     cfg = _config(args, from_checkpoint=False)
     if args.print_config:
         return _print_config(cfg)
+    if cfg.trainer.num_processes > 1:
+        raise EmotionError("emotion cv trains each fold in one process (--jobs runs folds side by side); "
+                           "--num-processes is for emotion fit")
     from emotion.training.cv import cv_run
 
     result = cv_run(cfg, args.folds, resume=args.resume, overwrite=args.overwrite, jobs=args.jobs)
@@ -622,8 +627,12 @@ def cmd_serve_bench(args) -> int:
 
 def _early_checks(args) -> None:
     """What a command can check with no framework: its model file (through `emotion.guard`), the images given to
-    `predict` and the data folder given to `test`. The commands check again where they use them."""
+    `predict`, the data folder given to `test`, and the settings of `fit` and `cv` (not of a `fit --resume`,
+    whose settings come from its checkpoint). The commands check again where they use them."""
     from emotion.infer import image_files, resolve_model
+
+    if args.command == "cv" or (args.command == "fit" and not args.resume):
+        _config(args, from_checkpoint=False)
 
     if args.command == "predict":
         image_files(args.paths)

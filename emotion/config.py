@@ -77,6 +77,27 @@ def _devices_ok(v) -> bool:
 _devices_ok.__doc__ = "a positive count or 'all'"
 
 
+def parse_address(text: str) -> str:
+    """``"HOST:PORT"`` (``"[::1]:PORT"`` for an IPv6 address), checked; returned as given."""
+    if not _address_ok(text):
+        raise argparse.ArgumentTypeError("expected HOST:PORT with a port in 1..65535, e.g. 10.0.0.1:1234")
+    return text
+
+
+def _address_ok(v) -> bool:
+    if not isinstance(v, str) or any(c.isspace() for c in v):
+        return False
+    host, sep, port = v.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        return False
+    if host.startswith("[") or host.endswith("]"):
+        return host.startswith("[") and host.endswith("]") and len(host) > 2 and "]" not in host[1:-1]
+    return ":" not in host and "/" not in host
+
+
+_address_ok.__doc__ = "HOST:PORT with a port in 1..65535 (an IPv6 host in brackets: [::1]:1234)"
+
+
 def _fractions_ok(parts) -> bool:
     return len(parts) == 3 and all(isinstance(f, int | float) and f >= 0 for f in parts) and abs(sum(parts) - 1) < 1e-6
 
@@ -155,6 +176,14 @@ class TrainerConfig:
     devices: int | str = opt(1, "devices each training batch is split over (data parallel, JAX): a count or 'all'; "
                              "the batch size must be a multiple of it", parse=parse_devices, check=_devices_ok,
                              metavar="N|all")
+    num_processes: int = opt(1, "processes that train together, each on its own devices, typically one per host "
+                             "(data parallel, JAX); process 0 alone writes the run folder", check=_at_least(1),
+                             metavar="P")
+    process_id: int = opt(0, "this process's number among --num-processes, 0 to P-1", check=_at_least(0),
+                          metavar="I")
+    coordinator: str | None = opt(None, "HOST:PORT where process 0 listens for the others (with --num-processes "
+                                  "above 1); every process is given the same", parse=parse_address,
+                                  check=_address_ok, metavar="HOST:PORT")
     verbose: int = opt(1, "one line per epoch instead of progress bars", flag="--quiet", const=2,
                        choices=(0, 1, 2))
 
@@ -386,5 +415,11 @@ def validate(cfg: Config) -> None:
     t = cfg.trainer
     if t.freeze_epochs >= t.epochs:
         raise EmotionError(f"freeze_epochs must be in 0..epochs-1, got {t.freeze_epochs}")
+    if t.process_id >= t.num_processes:
+        raise EmotionError(f"trainer.process_id must be in 0..{t.num_processes - 1} (one number per process of "
+                           f"num_processes {t.num_processes}), got {t.process_id}")
+    if t.num_processes > 1 and not t.coordinator:
+        raise EmotionError(f"num_processes {t.num_processes} needs coordinator (--coordinator HOST:PORT): the "
+                           "address of process 0, the same for every process")
     if t.freeze_epochs and not cfg.model.init_from:
         raise EmotionError("freeze_epochs needs init_from (--init-from MODEL.keras): nothing learned to freeze")

@@ -288,30 +288,31 @@ class RunFolder(Callback):
     """Write the run folder at the end of training: the model (plain, reloaded and checked by `ReloadCheck` and
     any other `on_model_written` hook before it replaces anything), `metrics.json`, history, sample and confusion
     plots. Each file goes to a temporary name first and is renamed into place; the model and `metrics.json`
-    carry the same ``run_id``."""
+    carry the same ``run_id``. With ``write=False`` (a training process other than process 0) it computes the
+    same `metrics` and writes nothing."""
 
-    def __init__(self, out: str | Path, config: dict | None = None):
+    def __init__(self, out: str | Path, config: dict | None = None, write: bool = True):
         super().__init__()
-        self.out, self.config = Path(out), config or {}
+        self.out, self.config, self.write = Path(out), config or {}, write
         self.metrics: dict | None = None
 
     def on_fit_end(self, trainer, module):
-        from emotion import plots
         from emotion.infer import write_meta
-        from emotion.training.trainer import model_meta, sample_indices
+        from emotion.training.trainer import model_meta
 
         dm = trainer.datamodule
-        run_id = uuid.uuid4().hex
-        model = plain_copy(module.model)
-        meta = model_meta(model, dm, module.preset)
-        meta["run_id"] = run_id
-        with atomic_path(self.out / MODEL_FILE) as tmp:
-            os.unlink(tmp)  # Keras writes the file itself (and insists on the .keras suffix)
-            model.save(tmp)
-            write_meta(tmp, meta)
-            for cb in trainer.callbacks:
-                if isinstance(cb, Callback):
-                    cb.on_model_written(trainer, module, tmp)
+        run_id = uuid.uuid4().hex if self.write else None
+        if self.write:
+            model = plain_copy(module.model)
+            meta = model_meta(model, dm, module.preset)
+            meta["run_id"] = run_id
+            with atomic_path(self.out / MODEL_FILE) as tmp:
+                os.unlink(tmp)  # Keras writes the file itself (and insists on the .keras suffix)
+                model.save(tmp)
+                write_meta(tmp, meta)
+                for cb in trainer.callbacks:
+                    if isinstance(cb, Callback):
+                        cb.on_model_written(trainer, module, tmp)
 
         test = trainer.test(module, dm) if len(dm.test) else None
         val = trainer.validate(module, dm) if len(dm.val) else None
@@ -333,9 +334,19 @@ class RunFolder(Callback):
             "test": test,
             "seconds": trainer.timings(),
             "training_devices": trainer.devices_used,
+            "training_processes": trainer.num_processes,
             "config": self.config,
         }
-        write_json(self.out / "metrics.json", metrics)
+        if self.write:
+            write_json(self.out / "metrics.json", metrics)
+            self._plots(trainer, module, test)
+        self.metrics = metrics
+
+    def _plots(self, trainer, module, test) -> None:
+        from emotion import plots
+        from emotion.training.trainer import sample_indices
+
+        dm = trainer.datamodule
         with tempfile.TemporaryDirectory(dir=self.out, prefix=".plots-") as tmp:  # plots: same rule
             tmp = Path(tmp)
             made = []
@@ -352,22 +363,29 @@ class RunFolder(Callback):
                 made.append("confusion.png")
             for name in made:
                 os.replace(tmp / name, self.out / name)
-        self.metrics = metrics
 
 
-def default_callbacks(cfg, out: str | Path) -> list:
+def default_callbacks(cfg, out: str | Path, write: bool = True) -> list:
     """What `emotion fit` runs with, from a `emotion.config.Config`: timing, TensorBoard, early stopping, flip TTA,
-    the reload check, the run folder and checkpoints (in the order their end-of-fit hooks run)."""
+    the reload check, the run folder and checkpoints (in the order their end-of-fit hooks run).
+
+    ``write=False`` (a training process other than process 0): nothing is written; each callback that writes is
+    a plain `Callback` in its place (a checkpoint keys callback states by position, so the list is the same,
+    place for place, on every process) and the `RunFolder` only computes the metrics."""
     t, out = cfg.trainer, Path(out)
+
+    def writing(cb):
+        return cb if write else Callback()
+
     cbs: list = [EpochTimer()]
     if t.tensorboard:
-        cbs.append(ScalarTensorBoard(out / "logs"))
+        cbs.append(writing(ScalarTensorBoard(out / "logs")))
     if t.early_stopping or t.restore_best:
         cbs.append(EarlyStopping(monitor="val_loss", patience=t.early_stopping or t.epochs,
-                                 restore_best_weights=t.restore_best, verbose=min(t.verbose, 1)))
+                                 restore_best_weights=t.restore_best, verbose=min(t.verbose, 1) if write else 0))
     if t.tta_flip:
         cbs.append(FlipTTA())
-    cbs += [ReloadCheck(), RunFolder(out, cfg.to_dict())]
+    cbs += [writing(ReloadCheck()), RunFolder(out, cfg.to_dict(), write=write)]
     if t.checkpoint:
-        cbs.append(Checkpoint(out / CHECKPOINT_FILE))
+        cbs.append(writing(Checkpoint(out / CHECKPOINT_FILE)))
     return cbs

@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
 import sys
 from pathlib import Path
 
-from emotion.config import Config, from_dict
+from emotion.config import Config, TrainerConfig, from_dict, validate
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
 from emotion.models import find_user_module
@@ -44,7 +47,9 @@ def decode_progress(cfg: Config) -> bool | None:
     return None if cfg.trainer.verbose == 1 else False
 
 
-IGNORED_ON_RESUME = {"trainer.verbose", "trainer.tensorboard", "trainer.out", "trainer.devices"}
+PROCESS_SETTINGS = ("num_processes", "process_id", "coordinator")
+IGNORED_ON_RESUME = {"trainer.verbose", "trainer.tensorboard", "trainer.out", "trainer.devices",
+                     *(f"trainer.{k}" for k in PROCESS_SETTINGS)}
 
 
 def checkpoint_config(out: Path) -> dict:
@@ -73,8 +78,83 @@ def resolve_resume(given: dict, out: Path) -> Config:
         raise EmotionError(f"cannot resume {out} with other settings: {'; '.join(diffs)}")
     for key in IGNORED_ON_RESUME & set(given):
         setattr(saved.trainer, key.split(".")[1], given[key])
+    for key in PROCESS_SETTINGS:  # as given now, else one process: never the checkpoint's
+        setattr(saved.trainer, key, given.get(f"trainer.{key}", getattr(TrainerConfig(), key)))
     saved.trainer.out = str(out)
+    validate(saved)
     return saved
+
+
+class Processes:
+    """The processes that train one model together (``trainer.num_processes``, ``process_id``, ``coordinator``):
+    one, this process alone, unless told otherwise. Process 0 writes the run folder; the others write nothing.
+
+    Every process meets the others twice: at `join` (the framework's distributed start) and once the data is
+    read (`agree`, or `stop` for a process that cannot go on), so that all of them start training, or none."""
+
+    def __init__(self, t):
+        self.count, self.index, self.coordinator = t.num_processes, t.process_id, t.coordinator
+        self.met = False
+
+    @property
+    def writer(self) -> bool:
+        return self.index == 0
+
+    def join(self) -> Processes:
+        if self.count > 1:
+            import backends
+
+            log(f"process {self.index} of {self.count}: joining the others at {self.coordinator}")
+            try:
+                backends.initialize_processes(self.count, self.index, self.coordinator)
+            except backends.BackendError as e:
+                raise EmotionError(str(e)) from None
+        return self
+
+    def stop(self, reason: str) -> None:
+        """This process cannot train (``reason``): tell the others, which then stop too. Nothing once met."""
+        if self.count > 1 and not self.met:
+            import backends
+
+            self.met = True
+            backends.exchange("!" + reason)
+
+    def agree(self, cfg: Config, dm: EmotionDataModule) -> None:
+        """Every process has the same settings and the same data (by content), or every process stops."""
+        if self.count == 1:
+            return
+        import backends
+
+        self.met = True
+        said = [json.loads(t[1:]) if t.startswith("=") else t[1:] for t in backends.exchange("=" + fingerprint(cfg, dm))]
+        for k, t in enumerate(said):
+            if isinstance(t, str):
+                raise EmotionError(f"process {k} of {self.count} stopped: {t}")
+        for k, t in enumerate(said[1:], 1):
+            for what in ("settings", "data"):
+                if t[what] != said[0][what]:
+                    raise EmotionError(f"process {k} has other {what} than process 0 ({what} {t[what]} vs "
+                                       f"{said[0][what]}): every process must be given the same")
+
+
+# settings each process may have its own of (paths on its host, what it shows); every other one must be the same
+PER_PROCESS = {"data.data", "data.cache", "trainer.out", "trainer.verbose", "trainer.tensorboard",
+               "trainer.checkpoint", "trainer.process_id", "trainer.coordinator"}
+
+
+def fingerprint(cfg: Config, dm: EmotionDataModule) -> str:
+    """``{"settings": hash, "data": "hash (train n, val n, test n)"}`` as JSON: what must be the same on every
+    process. The data by content (each image file's digest and label, split by split), not by path."""
+    from emotion.config import flatten
+
+    settings = {k: v for k, v in flatten(cfg).items() if k not in PER_PROCESS}
+    data = hashlib.sha256(json.dumps(dm.class_names).encode())
+    for split in ("train", "val", "test"):
+        part = getattr(dm, split)
+        data.update(json.dumps([split, list(part.digests), part.labels.tolist()]).encode())
+    sizes = ", ".join(f"{k} {v}" for k, v in dm.split_sizes().items())
+    return json.dumps({"settings": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+                       .hexdigest()[:12], "data": f"{data.hexdigest()[:12]} ({sizes})"})
 
 
 def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | None = None,
@@ -83,21 +163,47 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
 
     The folder is locked for the whole run (a second fit into it refuses). A finished run there is replaced only
     with ``overwrite``; an interrupted one is continued with ``resume`` (or replaced with ``overwrite``).
-    ``callbacks`` are added to `emotion.training.callbacks.default_callbacks`."""
+    ``callbacks`` are added to `emotion.training.callbacks.default_callbacks`.
+
+    With ``trainer.num_processes`` above 1, this is one of the processes that train together (`Processes`):
+    process 0 does all of the above; the others neither lock nor write the folder (with ``resume`` they read its
+    checkpoint, so it must be on a file system they see), and return the same metrics."""
     out = Path(out or cfg.trainer.out)
     find_user_module(cfg.model.module)  # a wrong --module fails before any data is read
-    created = not out.exists()
+    group = Processes(cfg.trainer).join()
     try:
-        with RunLock(out):
-            return _locked(cfg, dm, out, resume, overwrite, callbacks)
-    except BaseException:
-        if created and [p.name for p in out.iterdir()] == [".lock"]:  # nothing but our lock: leave no trace
-            (out / ".lock").unlink()
-            out.rmdir()
+        if not group.writer:
+            return _follow(cfg, dm, out, resume, callbacks, group)
+        created = not out.exists()
+        try:
+            with RunLock(out):
+                return _locked(cfg, dm, out, resume, overwrite, callbacks, group)
+        except BaseException:
+            if created and [p.name for p in out.iterdir()] == [".lock"]:  # nothing but our lock: leave no trace
+                (out / ".lock").unlink()
+                out.rmdir()
+            raise
+    except Exception as e:  # before the processes met: the others are told, and stop too
+        group.stop(" ".join(str(e).split()) or type(e).__name__)
         raise
 
 
-def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks) -> dict:
+def _follow(cfg: Config, dm, out: Path, resume: bool, callbacks, group: Processes) -> dict:
+    """A process other than process 0: the same training, silent, writing nothing."""
+    from emotion.training.callbacks import CHECKPOINT_FILE
+
+    cfg = copy.deepcopy(cfg)
+    cfg.trainer.verbose = 0  # process 0 shows the progress
+    ckpt = out / CHECKPOINT_FILE if resume else None
+    if ckpt is not None and not ckpt.is_file():
+        raise EmotionError(f"nothing to resume in {out} as process {group.index} sees it: no checkpoint (every "
+                           "process reads it: the run folder must be on a file system they share)")
+    dm = _setup(cfg, dm)
+    group.agree(cfg, dm)
+    return _fit(cfg, dm, out, ckpt, callbacks, write=False)
+
+
+def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks, group: Processes) -> dict:
     from emotion.training.callbacks import CHECKPOINT_FILE, MODEL_FILE
 
     ckpt = out / CHECKPOINT_FILE
@@ -116,11 +222,16 @@ def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks
     clean_temporaries(out)
     if ckpt.parent.is_dir():
         clean_temporaries(ckpt.parent)
+    dm = _setup(cfg, dm)
+    group.agree(cfg, dm)
     return _fit(cfg, dm, out, ckpt if resume else None, callbacks)
 
 
-def _fit(cfg: Config, dm, out: Path, ckpt_path, extra) -> dict:
-    dm = dm or EmotionDataModule(cfg.data, seed=cfg.seed, progress=decode_progress(cfg)).setup()  # data errors surface before Keras loads
+def _setup(cfg: Config, dm) -> EmotionDataModule:
+    return dm or EmotionDataModule(cfg.data, seed=cfg.seed, progress=decode_progress(cfg)).setup()  # data errors surface before Keras loads
+
+
+def _fit(cfg: Config, dm, out: Path, ckpt_path, extra, write: bool = True) -> dict:
     report_data(dm)
     from emotion.models.module import load_module_class
     from emotion.training.callbacks import RunFolder, default_callbacks
@@ -128,7 +239,7 @@ def _fit(cfg: Config, dm, out: Path, ckpt_path, extra) -> dict:
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     module = load_module_class(cfg.model.module).from_config(cfg.model, dm.input_shape, dm.num_classes)
-    callbacks = default_callbacks(cfg, out) + list(extra or [])
+    callbacks = default_callbacks(cfg, out, write=write) + list(extra or [])
     trainer = Trainer.from_config(cfg, callbacks)
     if cfg.model.init_from and ckpt_path is None:
         from emotion.infer import load_keras_model
@@ -140,4 +251,3 @@ def _fit(cfg: Config, dm, out: Path, ckpt_path, extra) -> dict:
         log(f"resuming {out} from its checkpoint")
     trainer.fit(module, dm, ckpt_path=ckpt_path)
     return next(cb for cb in callbacks if isinstance(cb, RunFolder)).metrics
-

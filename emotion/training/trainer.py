@@ -64,8 +64,8 @@ class Trainer:
 
     def __init__(self, max_epochs: int = 20, precision: str = "float32", callbacks: list | None = None,
                  deterministic: bool = False, verbose: int = 1, freeze_epochs: int = 0, config: dict | None = None,
-                 devices: int | str = 1):
-        self.devices, self.devices_used = devices, 1
+                 devices: int | str = 1, num_processes: int = 1):
+        self.devices, self.devices_used, self.num_processes = devices, 1, num_processes
         self.max_epochs, self.precision, self.deterministic = max_epochs, precision, deterministic
         self.verbose, self.freeze_epochs, self.config = verbose, freeze_epochs, config or {}
         self.callbacks = list(callbacks) if callbacks is not None else [EpochTimer()]
@@ -84,6 +84,7 @@ class Trainer:
         t = getattr(cfg, "trainer", cfg)
         return cls(max_epochs=t.epochs, precision=t.precision, callbacks=callbacks, deterministic=t.deterministic,
                    verbose=t.verbose, freeze_epochs=t.freeze_epochs, devices=t.devices,
+                   num_processes=t.num_processes,
                    config=cfg.to_dict() if hasattr(cfg, "trainer") else None)
 
     # -------------------------------------------------------------------------------------------- loops
@@ -91,7 +92,8 @@ class Trainer:
         """The module's network, made by its `configure_model` under this trainer's precision (Keras's dtype
         policy, set while the layers are made) unless it is made already. With ``devices`` other than 1, the
         backend's data-parallel distribution is set first (`backends.data_parallel`), so the weights are made
-        replicated on every device."""
+        replicated on every device. With ``num_processes`` above 1 (after `backends.initialize_processes`), the
+        distribution always spans every process's devices: ``devices`` then counts each process's."""
         if not module.built:
             self.devices_used = self.data_parallel(module)
             previous = keras.config.dtype_policy()
@@ -121,7 +123,9 @@ class Trainer:
         self.build(module)
         batch, n = datamodule.cfg.batch_size, self.devices_used
         if batch % n:
-            raise EmotionError(f"--batch-size {batch} is not a multiple of --devices {n}: each step splits the "
+            over = f"--devices {n}" if self.num_processes == 1 else \
+                f"the {n} devices of the {self.num_processes} processes"
+            raise EmotionError(f"--batch-size {batch} is not a multiple of {over}: each step splits the "
                                "batch evenly over the devices")
         train = datamodule.train_dataloader()
         validation = datamodule.val_dataloader() if len(datamodule.val) else None
@@ -173,6 +177,8 @@ class Trainer:
             module.model.fit(train, validation_data=validation, initial_epoch=max(first, start), epochs=last,
                              shuffle=False, callbacks=[loop, *self.callbacks], verbose=self.verbose)
         self.fit_seconds = time.perf_counter() - t0
+        if self.num_processes > 1:  # the weights are the same on every process: each goes on alone from here
+            module.model = local_copy(module.model)
         module.on_fit_end(self)
         for cb in self.callbacks:
             if isinstance(cb, Callback):
@@ -201,6 +207,17 @@ class Trainer:
         warm = secs[1:] or secs
         return {"fit": round(self.fit_seconds, 3), "first_epoch": round(secs[0], 3),
                 "per_step": round(float(np.median(warm)) / max(self.steps_per_epoch, 1), 4)}
+
+
+def local_copy(model: keras.Model) -> keras.Model:
+    """``model`` as a plain (uncompiled) model on this process's devices alone, the distribution cleared: what
+    follows training (test, save, plots) then runs in each process on its own, with no other process taking
+    part. The weights come from the replicated copy every process holds."""
+    weights = model.get_weights()
+    keras.distribution.set_distribution(None)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(weights)
+    return copy
 
 
 def sample_indices(labels, n: int = 4) -> np.ndarray:
