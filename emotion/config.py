@@ -109,6 +109,11 @@ def _at_least(n: int):
     return check
 
 
+def _fraction_below_one(value) -> bool:
+    """a number in [0, 1)"""
+    return 0 <= value < 1
+
+
 def opt(default=None, help: str = "", *, flag: str | None = None, choices=None, parse=None, check=None,
         metavar: str | None = None, const=None, factory=None):
     """A setting: its default, and what the command line needs to offer it. ``flag``: the option's name (default
@@ -155,7 +160,10 @@ class ModelConfig:
     lr_schedule: str = opt("constant", "learning-rate schedule", choices=("constant", "cosine"))
     label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy loss")
     init_from: str | None = opt(None, "start from this .keras's weights (same preset and input size), or "
-                                "'happy-sad' (the shipped model)", metavar="MODEL")
+                                "a shipped model's name (happy-sad, fer2013-happy-sad)", metavar="MODEL")
+    keep_init: float = opt(0.0, "with --init-from: the share of the starting weights kept after training (the "
+                           "model saved is keep*start + (1-keep)*trained, WiSE-FT weight-space ensembling: keeps "
+                           "more of what the starting model knew); 0: off", check=_fraction_below_one)
 
 
 @dataclass
@@ -413,6 +421,8 @@ def validate(cfg: Config) -> None:
     if ":" not in cfg.model.module:
         raise EmotionError(f"model.module must be package.module:Class, got {cfg.model.module!r}")
     t = cfg.trainer
+    if cfg.model.keep_init and not cfg.model.init_from:
+        raise EmotionError("keep_init needs init_from (--init-from MODEL.keras): no starting weights to keep")
     if t.freeze_epochs >= t.epochs:
         raise EmotionError(f"freeze_epochs must be in 0..epochs-1, got {t.freeze_epochs}")
     if t.process_id >= t.num_processes:

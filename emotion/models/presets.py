@@ -196,6 +196,23 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> int:
     return copied
 
 
+def mix_weights(source: keras.Model, target: keras.Model, keep: float) -> int:
+    """WiSE-FT (Wortsman et al., 2022, "Robust fine-tuning of zero-shot models"): each of ``target``'s weights
+    becomes ``keep * source + (1 - keep) * target``, layer by layer as `transfer_weights` pairs them; a layer whose
+    shapes differ (a head for other classes) keeps ``target``'s. Returns the number of layers mixed."""
+    src = [layer for layer in unwrap(source).layers if layer.weights]
+    dst = [layer for layer in unwrap(target).layers if layer.weights]
+    if len(src) != len(dst):
+        raise EmotionError(f"cannot mix {source.name!r} into {target.name!r}: other layers")
+    mixed = 0
+    for s, d in zip(src, dst, strict=True):
+        a, b = s.get_weights(), d.get_weights()
+        if [w.shape for w in a] == [w.shape for w in b]:
+            d.set_weights([keep * x + (1 - keep) * y for x, y in zip(a, b, strict=True)])
+            mixed += 1
+    return mixed
+
+
 def freeze_features(model: keras.Model, frozen: bool) -> None:
     """Freeze (or unfreeze) every layer but the head. Frozen batch-norm layers run in inference mode."""
     for layer in model.layers:

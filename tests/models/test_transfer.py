@@ -12,7 +12,7 @@ from emotion.config import load_config
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
 from emotion.models.module import EmotionClassifier
-from emotion.models.presets import build_model, transfer_weights, with_flip_tta
+from emotion.models.presets import build_model, mix_weights, transfer_weights, with_flip_tta
 from emotion.training.trainer import Trainer, seed_everything
 
 
@@ -81,3 +81,33 @@ def test_fit_init_from_through_the_cli(source, synth_dir, tmp_path, capsys):
     rc = main(["fit", "--data", str(synth_dir), "--out", str(tmp_path / "v"), "--image-size", "48",
                "--init-from", str(source), "--epochs", "1"])
     assert rc == 2 and "another preset or input size" in capsys.readouterr().err
+
+
+def test_mix_weights_is_the_weighted_mean_layer_by_layer():
+    start, trained = build_model("seed", (32, 32, 3), 2), build_model("seed", (32, 32, 3), 2)
+    a, b = start.get_weights(), trained.get_weights()
+    assert mix_weights(with_flip_tta(start), trained, 0.25) == len([la for la in trained.layers if la.weights])
+    for x, y, z in zip(a, b, trained.get_weights(), strict=True):
+        np.testing.assert_allclose(z, 0.25 * x + 0.75 * y, rtol=1e-6, atol=1e-7)
+    six = build_model("seed", (32, 32, 3), 6)
+    head = six.get_layer("head").get_weights()[0].copy()
+    assert mix_weights(start, six, 0.5) == len([la for la in six.layers if la.weights]) - 1
+    assert np.array_equal(six.get_layer("head").get_weights()[0], head), "a head of other shape is kept"
+
+
+def test_keep_init_mixes_the_starting_weights_into_the_saved_model(source, synth_dir, tmp_path, capsys):
+    args = ["fit", "--data", str(synth_dir), "--image-size", "32", "--batch-size", "16", "--quiet", "--epochs", "1",
+            "--init-from", str(source), "--lr", "0.01"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--out", str(tmp_path / "kept"), "--keep-init", "0.5"]) == 0
+    start, plain, kept = (keras.saving.load_model(p) for p in
+                          (source, tmp_path / "plain" / "imageclassifier.keras", tmp_path / "kept" / "imageclassifier.keras"))
+    for s, p, k in zip(start.get_weights(), plain.get_weights(), kept.get_weights(), strict=True):
+        np.testing.assert_allclose(k, 0.5 * s + 0.5 * p, rtol=1e-4, atol=1e-5)  # the same training, then mixed
+    assert not all(np.allclose(s, p) for s, p in zip(start.get_weights(), plain.get_weights(), strict=True))
+    metrics = json.loads((tmp_path / "kept" / "metrics.json").read_text())
+    assert metrics["config"]["model"]["keep_init"] == 0.5
+    rc = main(["fit", "--data", str(synth_dir), "--out", str(tmp_path / "w"), "--keep-init", "0.5"])
+    assert rc == 2 and "keep_init needs init_from" in capsys.readouterr().err
+    rc = main([*args, "--out", str(tmp_path / "x"), "--keep-init", "1"])
+    assert rc == 2 and "keep_init must be a number in [0, 1)" in capsys.readouterr().err
