@@ -79,7 +79,8 @@ CACHE_HELP = ("decoded-image cache folder, or 'off' (default: $EMOTION_CACHE, $X
 
 def _model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
     p.add_argument("--model", help="a .keras file" + (" or its .onnx export" if runtime else "") +
-                   " (default: the happy/sad face model that ships with emotion)")
+                   ", or a shipped model's name: happy-sad (the default: FER2013 faces, then web photos) or "
+                   "fer2013-happy-sad")
     p.add_argument("--detector", choices=DETECTORS, help="face detector (default: blazeface; docs/faces.md)")
     _max_model_arg(p)
     if runtime:

@@ -29,7 +29,8 @@ from emotion.guard import MIB, Limits, check_loaded, check_model_file
 META_MEMBER = "emotion.json"
 ONNX_META_KEY = "emotion"  # the same JSON, in an ONNX file's metadata_props (written by `emotion export`)
 SHIPPED_DIR = Path(__file__).parent / "shipped"
-SHIPPED = {"happy-sad": SHIPPED_DIR / "happy-sad.keras"}  # name -> file inside the package
+# name -> file inside the package: the default (FER2013 faces, then the seed's web photos) and the FER2013-only model
+SHIPPED = {name: SHIPPED_DIR / f"{name}.keras" for name in ("happy-sad", "fer2013-happy-sad")}
 DEFAULT_MODEL = "happy-sad"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

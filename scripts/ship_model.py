@@ -3,8 +3,11 @@
 verified ONNX export beside it (NAME.onnx, metadata included), which `emotion predict --runtime onnx` runs.
 
     emotion fit --config configs/fer2013-happy-sad.yaml --backend tensorflow
-    python scripts/ship_model.py runs/fer2013-happy-sad happy-sad \
+    python scripts/ship_model.py runs/fer2013-happy-sad fer2013-happy-sad \
         --trained-by "emotion fit --config configs/fer2013-happy-sad.yaml --backend tensorflow"
+
+A run trained without a test split (every photo used) records the figures of `emotion test --json` instead
+(``--test-json FILE``), e.g. on FER2013's PrivateTest: the README's "Shipped models" gives the commands.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ def main() -> None:
     p.add_argument("run", help="a run folder (imageclassifier.keras, metrics.json)")
     p.add_argument("name", help="the shipped model's name, e.g. happy-sad")
     p.add_argument("--trained-by", required=True, help="the command that trained the run")
+    p.add_argument("--test-json", help="the output of `emotion test --json` on the run's model: the test figures "
+                                       "to record (default: the run's own test split)")
     args = p.parse_args()
     run = Path(args.run)
     source = run / "imageclassifier.keras"
@@ -47,10 +52,12 @@ def main() -> None:
     model.save(tmp)
     if metrics["config"]["data"].get("faces") == "given":
         meta["margin"] = None  # trained on given face crops: each detector crops with its own margin
-    meta.update({"name": args.name, "trained_by": args.trained_by,
-                 "test": {k: metrics["test"][k] for k in ("accuracy", "balanced_accuracy", "precision", "recall",
-                                                          "f1", "n", "confusion_matrix")},
-                 "split": metrics["split"]})
+    test = json.loads(Path(args.test_json).read_text()) if args.test_json else metrics["test"]
+    if not test:
+        raise SystemExit(f"{run} has no test split: give --test-json (the output of emotion test --json)")
+    keys = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "n", "confusion_matrix")
+    meta.update({"name": args.name, "trained_by": args.trained_by, "split": metrics["split"],
+                 "test": {k: test[k] for k in keys} | ({"data": test["data"]} if args.test_json else {})})
     write_meta(tmp, meta)
     os.replace(tmp, target)
     print(f"wrote {target} ({target.stat().st_size / 1e6:.1f} MB)")
