@@ -22,6 +22,7 @@ import sys
 
 NAMES = ("jax", "tensorflow", "torch")
 _FRAMEWORK = {"jax": "jax", "tensorflow": "tensorflow", "torch": "torch"}
+_DISPLAY = {"jax": "JAX", "tensorflow": "TensorFlow", "torch": "PyTorch"}
 
 
 class BackendError(RuntimeError):
@@ -117,16 +118,31 @@ def data_parallel(devices: int | str = 1) -> int:
     """Split each training batch over ``devices`` (a count, or ``"all"``) of the running backend's devices, the
     model replicated on each (`keras.distribution.DataParallel`); call before the model is built. Returns the
     number of devices used; 1 leaves one device (and clears a distribution an earlier call set). Raises
-    `BackendError` (one line, naming what works) where the backend cannot, or has fewer devices."""
-    return _module(current()).data_parallel(devices)
+    `BackendError` (one line, naming what works) where the backend cannot, or has fewer devices.
+
+    Only JAX can: Keras 3's `keras.distribution` has no PyTorch side, and its TensorFlow side is a prototype Keras
+    marks 'DO NOT USE' (no value distribution, not used by fit). Those backends train on one device."""
+    name = current()
+    fn = getattr(_module(name), "data_parallel", None)
+    if fn is not None:
+        return fn(devices)
+    if devices != "all" and int(devices) > 1:  # "all": every device this backend trains on, one
+        raise BackendError(f"--devices {devices}: data-parallel training runs under the JAX backend only "
+                           f"(--backend jax); {_DISPLAY[name]} trains on one device")
+    return 1
 
 
 def initialize_processes(num_processes: int, process_id: int, coordinator: str) -> None:
     """Join ``num_processes`` processes (this one is ``process_id``) that train one model together, each on its
     own devices, meeting at ``coordinator`` (HOST:PORT of process 0). Call before the framework computes
     anything; `data_parallel` then spans every process's devices. Raises `BackendError` (one line) where the
-    backend cannot."""
-    _module(os.environ.get("KERAS_BACKEND") or current()).initialize_processes(num_processes, process_id, coordinator)
+    backend cannot (under Keras 3, every backend but JAX)."""
+    name = os.environ.get("KERAS_BACKEND") or current()
+    fn = getattr(_module(name), "initialize_processes", None)
+    if fn is None:
+        raise BackendError(f"--num-processes {num_processes}: training over several processes runs under the JAX "
+                           f"backend only (--backend jax); {_DISPLAY[name]} trains in one process")
+    fn(num_processes, process_id, coordinator)
 
 
 def exchange(text: str) -> list[str]:

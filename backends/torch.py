@@ -248,21 +248,3 @@ def describe() -> dict:
     devices = [str(get_device())]
     return {"framework_version": torch.__version__.split("+")[0], "devices": devices}
 
-
-def data_parallel(devices: int | str = 1) -> int:
-    """One device only: Keras 3's data-parallel API (`keras.distribution`) runs under JAX alone; its PyTorch
-    side does not exist."""
-    from backends import BackendError
-
-    if devices != "all" and int(devices) > 1:  # "all": every device this backend trains on, one
-        raise BackendError(f"--devices {devices}: data-parallel training runs under the JAX backend only "
-                           "(--backend jax); PyTorch trains on one device")
-    return 1
-
-
-def initialize_processes(num_processes: int, process_id: int, coordinator: str) -> None:
-    """One process only: Keras 3 trains over several processes (`keras.distribution.initialize`) under JAX alone."""
-    from backends import BackendError
-
-    raise BackendError(f"--num-processes {num_processes}: training over several processes runs under the JAX "
-                       "backend only (--backend jax); PyTorch trains in one process")
