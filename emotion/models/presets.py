@@ -176,12 +176,16 @@ def unwrap(model: keras.Model) -> keras.Model:
     return model
 
 
+def _weighted_layers(model: keras.Model) -> list[layers.Layer]:
+    """The layers with weights of the network inside a flip-TTA wrapper (or of the model), in order."""
+    return [layer for layer in unwrap(model).layers if layer.weights]
+
+
 def transfer_weights(source: keras.Model, target: keras.Model) -> int:
     """Copy ``source``'s weights into ``target`` layer by layer (both from one preset and input shape); the
     head is copied too where its shape matches (same number of classes), else it keeps its fresh weights.
     Returns the number of layers copied."""
-    src = [layer for layer in unwrap(source).layers if layer.weights]
-    dst = [layer for layer in target.layers if layer.weights]
+    src, dst = _weighted_layers(source), _weighted_layers(target)
     shapes = [[tuple(w.shape) for w in layer.weights] for layer in src]
     wanted = [[tuple(w.shape) for w in layer.weights] for layer in dst]
     body = slice(0, -1)  # every layer but the head
@@ -200,8 +204,7 @@ def mix_weights(source: keras.Model, target: keras.Model, keep: float) -> int:
     """WiSE-FT (Wortsman et al., 2022, "Robust fine-tuning of zero-shot models"): each of ``target``'s weights
     becomes ``keep * source + (1 - keep) * target``, layer by layer as `transfer_weights` pairs them; a layer whose
     shapes differ (a head for other classes) keeps ``target``'s. Returns the number of layers mixed."""
-    src = [layer for layer in unwrap(source).layers if layer.weights]
-    dst = [layer for layer in unwrap(target).layers if layer.weights]
+    src, dst = _weighted_layers(source), _weighted_layers(target)
     if len(src) != len(dst):
         raise EmotionError(f"cannot mix {source.name!r} into {target.name!r}: other layers")
     mixed = 0
