@@ -25,7 +25,7 @@ def main() -> None:
     import numpy as np
 
     from emotion.config import from_dict
-    from emotion.data.datamodule import EmotionDataModule
+    from emotion.data.datamodule import EmotionDataModule, decode_image
     from emotion.faces.detect import face_inputs, make_detector
     from emotion.infer import Predictor, load_keras_model
     from emotion.metrics import score
@@ -37,13 +37,11 @@ def main() -> None:
     detector = make_detector(cfg.data.detector)
     keeps = [float(k) for k in args.keep.split(",")] if args.keep else [None]
     rows = {k: [] for k in keeps}
+    start = load_keras_model(cfg.model.init_from) if args.keep else None  # the model every fold started from
     for i, fold in enumerate(folds):
         dm = EmotionDataModule(cfg.data, seed=cfg.seed, progress=False).setup_fold(i, len(folds))
         clf = Predictor.load(str(fold / "imageclassifier.keras"), detector=cfg.data.detector)
         trained = [w.copy() for w in clf.model.get_weights()]
-        start = load_keras_model(cfg.model.init_from) if args.keep else None
-        from emotion.data.datamodule import decode_image
-
         inputs, found = [], []
         for path in dm.test.paths:
             face, x = face_inputs(decode_image(path), clf.image_size, clf.color, "largest", detector, clf.margin)[0]
@@ -56,7 +54,7 @@ def main() -> None:
                 mix_weights(start, clf.model, keep)
             probs = clf.model.predict(x, verbose=0)
             rows[keep] += [(int(y), f, float(pr[-1])) for y, f, pr in zip(dm.test.labels, found, probs, strict=True)]
-    names = cfg.data.classes or ["happy", "sad"]
+    names = clf.class_names
     print(f"{args.cv}: {len(folds)} folds, {len(rows[keeps[0]])} photos pooled")
     print("| keep_init | faces found | balanced, faces found | balanced, no face | balanced, all |")
     print("|---|---|---|---|---|")
