@@ -192,7 +192,8 @@ def litert_quantization(mode: str, calibration) -> dict:
 
 
 def describe() -> dict:
-    """``{"backend", "framework_version", "devices"}`` of the running backend."""
+    """``{"backend", "framework_version", "devices"}`` of the running backend, and ``"accelerators"`` (the
+    GPUs' model names, e.g. "NVIDIA H200") where it runs on any."""
     import keras
 
     name = current()

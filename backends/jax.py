@@ -209,10 +209,9 @@ def enable_float64() -> None:
 def describe() -> dict:
     import jax
 
-    return {
-        "framework_version": jax.__version__,
-        "devices": [f"{d.platform}:{d.id}" for d in jax.devices()],
-    }
+    info = {"framework_version": jax.__version__, "devices": [f"{d.platform}:{d.id}" for d in jax.devices()]}
+    accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
+    return {**info, "accelerators": accelerators} if accelerators else info
 
 
 # ------------------------------------------------------------------------------------------ several processes

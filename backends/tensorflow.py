@@ -119,8 +119,9 @@ def describe() -> dict:
     import tensorflow as tf
 
     devices = tf.config.list_logical_devices()
-    return {
-        "framework_version": tf.__version__,
-        "devices": [d.name.replace("/device:", "").lower() for d in devices],
-    }
+    info = {"framework_version": tf.__version__, "devices": [d.name.replace("/device:", "").lower() for d in devices]}
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        info["accelerators"] = [tf.config.experimental.get_device_details(g).get("device_name", g.name) for g in gpus]
+    return info
 

@@ -246,5 +246,8 @@ def describe() -> dict:
     from keras.src.backend.torch.core import get_device
 
     devices = [str(get_device())]
-    return {"framework_version": torch.__version__.split("+")[0], "devices": devices}
+    info = {"framework_version": torch.__version__.split("+")[0], "devices": devices}
+    if devices[0].startswith("cuda"):
+        info["accelerators"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
 

@@ -466,6 +466,16 @@ def _ratio(x) -> str:
     return "–" if x is None else f"{x:.2f}×"
 
 
+def _on_accelerator(row: dict) -> bool:
+    """Whether a backend's row ran on an accelerator (the arithmetic floor is the host CPU's sgemm rate)."""
+    return any(not d.startswith("cpu") for d in row.get("devices", []))
+
+
+def _accelerators(row: dict) -> str:
+    names = row.get("accelerators") or []
+    return f" ({', '.join(sorted(set(names)))})" if names else ""
+
+
 def markdown(report: dict) -> str:
     cfg, m, summary = report["settings"], report["machine"], report["summary"]
     rows, ref, stock = report["backends"], report.get("reference"), report.get("stock") or {}
@@ -503,9 +513,9 @@ def markdown(report: dict) -> str:
     inference = []
     for b, r in named:
         inf, mem = r["inference"], r["memory"]
+        share = "–" if _on_accelerator(r) else f"{inf['images_per_s']['median'] / floor['images_per_s']:.0%}"
         inference.append([b, f"{inf['latency_s']['p50'] * 1e3:.1f}", f"{inf['latency_s']['p95'] * 1e3:.1f}",
-                          _spread(inf["images_per_s"], fmt="{:.1f}"),
-                          f"{inf['images_per_s']['median'] / floor['images_per_s']:.0%}", f"{inf['compile_s']:.2f}",
+                          _spread(inf["images_per_s"], fmt="{:.1f}"), share, f"{inf['compile_s']:.2f}",
                           f"{mem['peak_host_mb']:.0f}",
                           "–" if mem["peak_device_mb"] is None else f"{mem['peak_device_mb']:.0f}"])
 
@@ -514,13 +524,15 @@ def markdown(report: dict) -> str:
         f"- machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['os']}; load average "
         f"{m['load_average'][0]} at start, {m.get('load_average_end', ['?'])[0]} at end",
         f"- versions: Keras {keras_version}; {versions}; Python {m['python']}, numpy {m['numpy']}",
-        "- devices: " + "; ".join(f"{b} {', '.join(r['devices'])}" for b, r in rows.items()),
+        "- devices: " + "; ".join(f"{b} {', '.join(r['devices'])}" + _accelerators(r) for b, r in rows.items()),
         f"- settings: preset `{cfg['preset']}`, {cfg['image_size']}×{cfg['image_size']}, batch {cfg['batch_size']}, "
         f"{cfg['precision']}, device {cfg['device']}, {cfg['repeats']} repeat(s)"
         + (" (quick mode)" if cfg["quick"] else "") + f", data `{cfg['data']}`",
         f"- arithmetic floor: {floor['train_gflop_per_step']:.1f} GFLOP per training step at numpy's "
         f"{m['sgemm_gflops']:.0f} GFLOP/s sgemm = {floor['step_s']:.3f} s/step; inference "
-        f"{floor['forward_gflop_per_image']:.3f} GFLOP/image = {floor['images_per_s']:.0f} images/s",
+        f"{floor['forward_gflop_per_image']:.3f} GFLOP/image = {floor['images_per_s']:.0f} images/s"
+        + ("; the host CPU's rate, no yardstick for a GPU (no share of floor for its rows)"
+           if any(_on_accelerator(r) for r in rows.values()) else ""),
         *([f"- {missing}"] if missing else []),
         *(f"- {b}, data parallel: {scaling_line(r['scaling'])}" for b, r in rows.items() if r.get("scaling")),
         "", "Seconds per training step of "

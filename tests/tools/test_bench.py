@@ -99,6 +99,18 @@ def test_report_files_from_a_made_up_run(tmp_path):
     assert "not installed" not in text.lower()
 
 
+def test_gpu_rows_get_no_share_of_the_cpu_floor():
+    """The floor is the host CPU's sgemm rate: a GPU row's share of it would be a meaningless 1000%."""
+    gpu = {**made_up_row(), "devices": ["gpu:0"], "accelerators": ["NVIDIA H200"]}
+    report = {"settings": bench.BenchConfig().to_dict(), "machine": {**bench.machine(), "sgemm_gflops": 150.0},
+              "backends": {"jax": gpu, "torch": made_up_row()}}
+    report["summary"] = bench.summarize(report)
+    text = bench.markdown(report)
+    assert "no yardstick for a GPU" in text and "- devices: jax gpu:0 (NVIDIA H200); torch cpu:0\n" in text
+    assert "| jax | 4.0 | 6.0 | 300.0 (270.0–360.0) | – |" in text
+    assert "| torch | 4.0 | 6.0 | 300.0 (270.0–360.0) | –" not in text
+
+
 def test_report_names_the_data_parallel_scaling():
     row = {**made_up_row(), "scaling": {"devices": 2, "step_s": {"1": stats(0.4), "2": stats(0.25)}, "speedup": 1.6,
                                         "efficiency": 0.8}}
