@@ -100,6 +100,33 @@ def peak_device_memory() -> int | None:
     return fn() if fn else None
 
 
+def leave_tensorflow_unimported() -> None:
+    """Under JAX or PyTorch, stop Keras from importing TensorFlow only to ask whether it could (idempotent).
+
+    Keras asks ``tf.available`` (its lazy ``tensorflow`` module) in `keras.utils.set_random_seed` and each
+    time it serializes an object (``isinstance(obj, tf.TensorShape)``, ``tf.DType``, ``tf.TypeSpec``), and the
+    asking imports TensorFlow where it is installed: 3 s of a 1-epoch JAX fit's 19 s here, and several hundred MB,
+    for a framework these backends never run. After this call ``tf.available`` is true only once something has
+    imported TensorFlow, which is exact for those checks: no object is a TensorFlow one, and no ``tf.data``
+    pipeline needs seeding, before TensorFlow is imported. Code that uses TensorFlow itself (``tf.something``,
+    ``import tensorflow``) imports it as before. Keras's string preprocessing layers (StringLookup, Hashing, ...),
+    which run on TensorFlow under every backend, need ``import tensorflow`` first."""
+    from keras.src.utils import module_utils
+
+    lazy = module_utils.tensorflow
+    if getattr(type(lazy), "imported_only", False) or "tensorflow" in sys.modules:
+        return
+
+    class ImportedOnly(type(lazy)):
+        imported_only = True
+
+        @property
+        def available(self):
+            return "tensorflow" in sys.modules and super().available
+
+    lazy.__class__ = ImportedOnly
+
+
 def rng_state():
     """The framework's global random state that training consumes outside Keras's seed generators (PyTorch:
     Keras's unseeded dropout fast path draws from torch's global generator), as a numpy array; None where

@@ -9,7 +9,7 @@ Speed (see docs/performance.md; ``EMOTION_FAST_KERNELS=0`` turns them off): XLA:
 
 import os
 
-from backends import fast_kernels
+from backends import fast_kernels, leave_tensorflow_unimported
 
 # XLA:CPU runs convolutions through its YNNPACK library path once any YNN fusion type is enabled: the seed
 # CNN's convolutions (forward and both gradients) run ~2-3x faster than the default emitter. Same math.
@@ -43,6 +43,7 @@ def prepare(deterministic: bool = False) -> None:
 
 def configure(deterministic: bool = False) -> None:
     if fast_kernels():
+        leave_tensorflow_unimported()
         install_fast_max_pool()
         allow_jit_with_affine_augmentation()
 

@@ -2,7 +2,7 @@
 
 import os
 
-from backends import fast_kernels, keep_freed_memory
+from backends import fast_kernels, keep_freed_memory, leave_tensorflow_unimported
 
 # `model.export` formats this backend writes (emotion.tools.export), each with the modules it needs; the others
 # with the reason they cannot.
@@ -30,6 +30,7 @@ def configure(deterministic: bool = False) -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     if fast_kernels():
+        leave_tensorflow_unimported()
         install_fast_ops()
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)

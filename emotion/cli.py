@@ -126,6 +126,7 @@ def _fit_args(p: argparse.ArgumentParser) -> None:
 def _args_fit(p):
     _backend_args(p)
     _fit_args(p)
+    _max_model_arg(p)  # for the --init-from file
 
 
 def _args_cv(p):
@@ -312,7 +313,7 @@ def cmd_fit(args) -> int:
         return _print_config(cfg)
     from emotion.training.run import fit_run
 
-    metrics = fit_run(cfg, resume=args.resume, overwrite=args.overwrite)
+    metrics = fit_run(cfg, resume=args.resume, overwrite=args.overwrite, limits=_limits(args))
     t = metrics["test"]
     if t:
         print(f"test: accuracy {t['accuracy']:.4f}  precision {_figure(t['precision'])}  recall {_figure(t['recall'])}  "

@@ -44,7 +44,7 @@ def runtime_for(name_or_path: str | Path | None = None, runtime: str | None = No
     return runtime or ("onnx" if str(name_or_path or "").endswith(".onnx") else "keras")
 
 
-def _find_model(name_or_path: str | Path | None = None, runtime: str | None = None) -> Path:
+def find_model(name_or_path: str | Path | None = None, runtime: str | None = None) -> Path:
     key = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
     if runtime is not None and runtime not in RUNTIMES:
         raise EmotionError(f"runtime must be one of {', '.join(RUNTIMES)}, got {runtime!r}")
@@ -69,7 +69,7 @@ def resolve_model(name_or_path: str | Path | None = None, runtime: str | None = 
     a `.keras` by `emotion.guard` (a zip within ``limits``), an `.onnx` for its size. ``runtime``: 'keras' (a
     `.keras` under the running backend) or 'onnx' (its ONNX export under onnxruntime); None: from the file's
     suffix. A shipped model comes in both."""
-    path = _find_model(name_or_path, runtime)
+    path = find_model(name_or_path, runtime)
     if path.suffix == ".onnx":
         limits = limits or Limits()
         if path.stat().st_size > limits.max_total_bytes:
@@ -141,7 +141,7 @@ def load_keras_model(path: str | Path, limits: Limits | None = None):
     safe_mode stays on: a file that would run code (a Lambda layer) is refused."""
     import keras
 
-    path = _find_model(path)
+    path = find_model(path)
     report = check_model_file(path, limits)
     try:
         model = keras.saving.load_model(path, safe_mode=True)

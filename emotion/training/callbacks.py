@@ -145,15 +145,15 @@ class KeepInit(Callback):
     model on the seed's web photos with 0.3 kept scored as the fine-tuned model alone on held-out web photos and
     kept more of FER2013 (docs/faces.md)."""
 
-    def __init__(self, init_from: str, keep: float):
+    def __init__(self, init_from: str, keep: float, limits=None):
         super().__init__()
-        self.init_from, self.keep = init_from, keep
+        self.init_from, self.keep, self.limits = init_from, keep, limits
 
     def on_fit_end(self, trainer, module):
         from emotion.infer import load_keras_model
         from emotion.models.presets import mix_weights
 
-        mix_weights(load_keras_model(self.init_from), module.model, self.keep)
+        mix_weights(load_keras_model(self.init_from, self.limits), module.model, self.keep)
 
 
 class FlipTTA(Callback):
@@ -382,7 +382,7 @@ class RunFolder(Callback):
                 os.replace(tmp / name, self.out / name)
 
 
-def default_callbacks(cfg, out: str | Path, write: bool = True) -> list:
+def default_callbacks(cfg, out: str | Path, write: bool = True, limits=None) -> list:
     """What `emotion fit` runs with, from a `emotion.config.Config`: timing, TensorBoard, early stopping, flip TTA,
     the reload check, the run folder and checkpoints (in the order their end-of-fit hooks run).
 
@@ -401,7 +401,7 @@ def default_callbacks(cfg, out: str | Path, write: bool = True) -> list:
         cbs.append(EarlyStopping(monitor="val_loss", patience=t.early_stopping or t.epochs,
                                  restore_best_weights=t.restore_best, verbose=min(t.verbose, 1) if write else 0))
     if cfg.model.keep_init:
-        cbs.append(KeepInit(cfg.model.init_from, cfg.model.keep_init))
+        cbs.append(KeepInit(cfg.model.init_from, cfg.model.keep_init, limits))
     if t.tta_flip:
         cbs.append(FlipTTA())
     cbs += [writing(ReloadCheck()), RunFolder(out, cfg.to_dict(), write=write)]

@@ -15,6 +15,7 @@ from pathlib import Path
 from emotion.config import Config, TrainerConfig, from_dict, validate
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
+from emotion.guard import Limits, check_model_file
 from emotion.models import find_user_module
 from emotion.training.runfolder import RunLock, clean_temporaries
 
@@ -158,26 +159,32 @@ def fingerprint(cfg: Config, dm: EmotionDataModule) -> str:
 
 
 def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | None = None,
-            resume: bool = False, overwrite: bool = False, callbacks: list | None = None) -> dict:
+            resume: bool = False, overwrite: bool = False, callbacks: list | None = None,
+            limits: Limits | None = None) -> dict:
     """Set up the data (unless given), train, test and write the run folder (``out``, default the config's).
 
     The folder is locked for the whole run (a second fit into it refuses). A finished run there is replaced only
     with ``overwrite``; an interrupted one is continued with ``resume`` (or replaced with ``overwrite``).
-    ``callbacks`` are added to `emotion.training.callbacks.default_callbacks`.
+    ``callbacks`` are added to `emotion.training.callbacks.default_callbacks`. ``limits`` (`emotion.guard`,
+    ``--max-model-mb``) apply to the ``model.init_from`` file, which is checked before any data is read.
 
     With ``trainer.num_processes`` above 1, this is one of the processes that train together (`Processes`):
     process 0 does all of the above; the others neither lock nor write the folder (with ``resume`` they read its
     checkpoint, so it must be on a file system they see), and return the same metrics."""
     out = Path(out or cfg.trainer.out)
     find_user_module(cfg.model.module)  # a wrong --module fails before any data is read
+    if cfg.model.init_from:  # so does a missing, foreign, damaged or oversized --init-from file
+        from emotion.infer import find_model
+
+        check_model_file(find_model(cfg.model.init_from), limits, build=False)  # Keras reads it later
     group = Processes(cfg.trainer).join()
     try:
         if not group.writer:
-            return _follow(cfg, dm, out, resume, callbacks, group)
+            return _follow(cfg, dm, out, resume, callbacks, group, limits)
         created = not out.exists()
         try:
             with RunLock(out):
-                return _locked(cfg, dm, out, resume, overwrite, callbacks, group)
+                return _locked(cfg, dm, out, resume, overwrite, callbacks, group, limits)
         except BaseException:
             if created and [p.name for p in out.iterdir()] == [".lock"]:  # nothing but our lock: leave no trace
                 (out / ".lock").unlink()
@@ -188,7 +195,7 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
         raise
 
 
-def _follow(cfg: Config, dm, out: Path, resume: bool, callbacks, group: Processes) -> dict:
+def _follow(cfg: Config, dm, out: Path, resume: bool, callbacks, group: Processes, limits) -> dict:
     """A process other than process 0: the same training, silent, writing nothing."""
     from emotion.training.callbacks import CHECKPOINT_FILE
 
@@ -200,10 +207,11 @@ def _follow(cfg: Config, dm, out: Path, resume: bool, callbacks, group: Processe
                            "process reads it: the run folder must be on a file system they share)")
     dm = _setup(cfg, dm)
     group.agree(cfg, dm)
-    return _fit(cfg, dm, out, ckpt, callbacks, write=False)
+    return _fit(cfg, dm, out, ckpt, callbacks, limits, write=False)
 
 
-def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks, group: Processes) -> dict:
+def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks, group: Processes,
+            limits) -> dict:
     from emotion.training.callbacks import CHECKPOINT_FILE, MODEL_FILE
 
     ckpt = out / CHECKPOINT_FILE
@@ -224,14 +232,14 @@ def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks
         clean_temporaries(ckpt.parent)
     dm = _setup(cfg, dm)
     group.agree(cfg, dm)
-    return _fit(cfg, dm, out, ckpt if resume else None, callbacks)
+    return _fit(cfg, dm, out, ckpt if resume else None, callbacks, limits)
 
 
 def _setup(cfg: Config, dm) -> EmotionDataModule:
     return dm or EmotionDataModule(cfg.data, seed=cfg.seed, progress=decode_progress(cfg)).setup()  # data errors surface before Keras loads
 
 
-def _fit(cfg: Config, dm, out: Path, ckpt_path, extra, write: bool = True) -> dict:
+def _fit(cfg: Config, dm, out: Path, ckpt_path, extra, limits, write: bool = True) -> dict:
     report_data(dm)
     from emotion.models.module import load_module_class
     from emotion.training.callbacks import RunFolder, default_callbacks
@@ -239,13 +247,13 @@ def _fit(cfg: Config, dm, out: Path, ckpt_path, extra, write: bool = True) -> di
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     module = load_module_class(cfg.model.module).from_config(cfg.model, dm.input_shape, dm.num_classes)
-    callbacks = default_callbacks(cfg, out, write=write) + list(extra or [])
+    callbacks = default_callbacks(cfg, out, write=write, limits=limits) + list(extra or [])
     trainer = Trainer.from_config(cfg, callbacks)
     if cfg.model.init_from and ckpt_path is None:
         from emotion.infer import load_keras_model
         from emotion.models.presets import transfer_weights
 
-        copied = transfer_weights(load_keras_model(cfg.model.init_from), trainer.build(module))
+        copied = transfer_weights(load_keras_model(cfg.model.init_from, limits), trainer.build(module))
         log(f"started from {cfg.model.init_from}: weights of {copied} layer(s)")
     if ckpt_path is not None:
         log(f"resuming {out} from its checkpoint")

@@ -26,9 +26,9 @@ from emotion.training.callbacks import Callback, EarlyStopping, EpochTimer, assi
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
-    """Python, numpy and backend RNGs (`keras.utils.set_random_seed`), plus the backend's device setup."""
-    keras.utils.set_random_seed(seed)
+    """The backend's device setup, then Python, numpy and backend RNGs (`keras.utils.set_random_seed`)."""
     backends.configure(deterministic=deterministic)
+    keras.utils.set_random_seed(seed)
 
 
 class _Loop(keras.callbacks.Callback):

@@ -84,6 +84,18 @@ def test_fit_init_from_through_the_cli(source, synth_dir, tmp_path, capsys):
     assert rc == 2 and "another preset or input size" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("why, words", [("missing", "model file not found"), ("foreign", "not a Keras model file"),
+                                        ("too big", "--max-model-mb raises it")])
+def test_a_bad_init_from_file_is_one_line_before_any_data_is_read(source, synth_dir, tmp_path, capsys, why, words):
+    model, limit = {"missing": (tmp_path / "none.keras", []), "foreign": (synth_dir / "happy" / "happy_0000.jpg", []),
+                    "too big": (source, ["--max-model-mb", "0.001"])}[why]
+    rc = main(["fit", "--data", str(synth_dir), "--out", str(tmp_path / "t"), "--epochs", "1", "--image-size", "32",
+               "--init-from", str(model), *limit])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("emotion: error:") and words in err[0], err
+    assert not (tmp_path / "t").exists()
+
+
 def test_mix_weights_is_the_weighted_mean_layer_by_layer():
     start, trained = build_model("seed", (32, 32, 3), 2), build_model("seed", (32, 32, 3), 2)
     a, b = start.get_weights(), trained.get_weights()

@@ -2,6 +2,7 @@
 flag checks, and the backend speed patches: each must compute exactly what Keras's own op computes."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -333,6 +334,35 @@ def test_torch_keeps_freed_memory_when_glibc():
 
     kept = bt.keep_freed_memory()
     assert kept == (platform.libc_ver()[0] == "glibc")
+
+
+LEAVES_TF = """
+import sys, numpy as np, backends
+backends.select(sys.argv[1])
+from emotion.training.trainer import seed_everything
+import keras
+seed_everything(1)  # keras.utils.set_random_seed asks tf.available
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+model.compile(optimizer="adam", loss="mse")
+model.fit(np.zeros((8, 4)), np.zeros((8, 2)), verbose=0)
+model.save(sys.argv[2])  # serialization asks tf.available for every object
+keras.saving.load_model(sys.argv[2])
+print("tensorflow" in sys.modules)
+"""
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="JAX and PyTorch only: TensorFlow's backend imports it")
+@pytest.mark.skipif("tensorflow" not in INSTALLED, reason="TensorFlow is not installed: nothing to keep out")
+def test_jax_and_torch_seed_train_and_save_without_importing_tensorflow(tmp_path):
+    import subprocess
+    import sys
+
+    script = [sys.executable, "-c", LEAVES_TF, BACKEND, str(tmp_path / "m.keras")]
+    ours = subprocess.run(script, capture_output=True, text=True, timeout=300)
+    assert ours.returncode == 0, ours.stderr[-2000:]
+    assert ours.stdout.strip().splitlines()[-1] == "False"
+    stock = subprocess.run(script, capture_output=True, text=True, timeout=300, env={**os.environ, "EMOTION_FAST_KERNELS": "0"})
+    assert stock.stdout.strip().splitlines()[-1] == "True", stock.stderr[-2000:]  # what the patch prevents
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.data options of Keras's PyDataset adapter")
