@@ -82,7 +82,7 @@ def tests(session):
         session.run("pytest", "-m", "not cross_backend", "--durations=10", *session.posargs,
                     env={"KERAS_BACKEND": backend, **once_done})
     session.log("--- cross-backend tests (one subprocess per backend)")
-    session.run("pytest", "-m", "cross_backend", *session.posargs, env={"KERAS_BACKEND": BACKENDS[0]},
+    session.run("pytest", "-m", "cross_backend", "--durations=10", *session.posargs, env={"KERAS_BACKEND": BACKENDS[0]},
                 success_codes=[0, 5])  # 5: -k deselected them all
 
 
