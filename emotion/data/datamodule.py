@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image, ImageFile, ImageOps
 
 from emotion.config import DataConfig
 from emotion.errors import EmotionError
@@ -44,6 +44,8 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is invalid, never si
 # Pillow's own decompression-bomb warning is replaced by the explicit pixel check in `_open` (a warnings filter
 # set per call is not thread-safe, and images are decoded in threads).
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+# A damaged EXIF block costs the photo its orientation only (`_upright`), not a line on the user's terminal.
+warnings.filterwarnings("ignore", message="Corrupt EXIF data", category=UserWarning, module="PIL")
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
 SPLITS = ("train", "val", "test")
 MAX_IMAGE_MB = 50  # default size limit of one image file (--max-image-mb)
@@ -52,7 +54,8 @@ MAX_IMAGE_MB = 50  # default size limit of one image file (--max-image-mb)
 # TensorFlow peaked at 1.00 GB, of a 48 MP JPEG at 0.75 GB; an 88 MP PNG (Pillow's own limit) at 1.38 GB.
 MAX_DECODE_PIXELS = 30_000_000
 MB = 1_000_000
-_CACHE_VERSION = 2
+ORIENTATION = 0x0112  # the EXIF tag
+_CACHE_VERSION = 3  # 3: photos turned upright by their EXIF Orientation
 
 
 # ----------------------------------------------------------------------------------------------- images
@@ -60,7 +63,7 @@ def load_image(source, image_size: int, color: str = "rgb", max_image_mb: float 
     """Decode one image (path or bytes) to a ``(image_size, image_size, 3 or 1)`` uint8 array.
 
     Any Pillow-decodable JPEG/PNG/BMP/GIF/WebP/TIFF: grayscale, palette, RGBA (composited on white),
-    CMYK, 16-bit (scaled to 8-bit). GIFs give their first frame. Resized with bilinear filtering (antialiased
+    CMYK, 16-bit (scaled to 8-bit). GIFs give their first frame. Turned upright as its EXIF Orientation says. Resized with bilinear filtering (antialiased
     when shrinking) to a square, aspect ratio not kept, as the seed's `image_dataset_from_directory` did.
     A path is read with `read_image_file` (a regular file of at most ``max_image_mb``); an image of more than
     ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is refused from its header, before it is decoded.
@@ -108,7 +111,7 @@ def _open(source, color: str, draft: tuple[int, int], max_image_mb: float = MAX_
         if img.width * img.height > limit:
             raise ValueError(f"image too large: {img.width}x{img.height} pixels (the limit is {limit})")
         img.load()
-        return _to_mode(img, "L" if color == "grayscale" else "RGB")
+        return _to_mode(_upright(img), "L" if color == "grayscale" else "RGB")
     except ValueError as e:
         raise ValueError(_reason(e)) from None
     except Image.DecompressionBombError as e:  # Pillow's own guard, at twice the limit, in Image.open
@@ -117,6 +120,17 @@ def _open(source, color: str, draft: tuple[int, int], max_image_mb: float = MAX_
                          f"(the limit is {Image.MAX_IMAGE_PIXELS})") from None
     except Exception as e:  # Pillow raises many types for broken files
         raise ValueError(_reason(e)) from None
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Turned as its EXIF Orientation tag says. Phones store a portrait photo sideways and tag it; every viewer
+    shows it turned, and a face detector needs it upright. A damaged EXIF block is ignored."""
+    try:
+        if img.getexif().get(ORIENTATION, 1) in (2, 3, 4, 5, 6, 7, 8):  # else no copy of a big photo
+            return ImageOps.exif_transpose(img)
+    except Exception:
+        pass
+    return img
 
 
 def _reason(e: Exception) -> str:

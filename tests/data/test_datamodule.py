@@ -77,6 +77,31 @@ def test_images_are_rgb_not_bgr(tmp_path):
     assert tuple(px) == (255, 0, 0)
 
 
+@pytest.mark.parametrize("orientation, turn", [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270),
+                                               (3, Image.Transpose.ROTATE_180)])
+def test_phone_photos_are_turned_upright_by_their_exif_orientation(tmp_path, orientation, turn):
+    """A phone stores a portrait photo sideways with an Orientation tag; viewers, and faces, want it upright."""
+    from emotion.data.datamodule import decode_image
+
+    upright = np.zeros((60, 40, 3), np.uint8)
+    upright[:20] = (255, 0, 0)  # red at the top
+    stored = Image.fromarray(upright).transpose(turn)  # what the camera wrote: turned back by the tag
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    stored.save(tmp_path / "untagged.jpg", quality=95)
+    img = decode_image(tmp_path / "phone.jpg")
+    assert img.shape == (60, 40, 3)
+    assert img[5, 20, 0] > 200 and img[55, 20, 0] < 50, "red at the top, as the viewer shows it"
+    assert decode_image(tmp_path / "untagged.jpg").shape == stored.size[::-1] + (3,)  # no tag: as stored
+    assert load_image(tmp_path / "phone.jpg", 30)[2, 15, 0] > 200
+
+
+def test_a_damaged_exif_block_is_ignored(tmp_path):
+    Image.new("RGB", (30, 20), (0, 200, 0)).save(tmp_path / "bad.jpg", exif=b"Exif\x00\x00MM\x00*garbage")
+    assert load_image(tmp_path / "bad.jpg", 8)[0, 0, 1] > 150
+
+
 def test_clean_reports_and_quarantine_moves_keeping_paths(messy, tmp_path):
     root, valid, invalid = messy
     found, n_valid = scan_invalid(root)
