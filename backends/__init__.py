@@ -100,17 +100,22 @@ def peak_device_memory() -> int | None:
     return fn() if fn else None
 
 
+# Keras modules whose ``tf.available`` only asks whether a value could be a TensorFlow one (or seeds TensorFlow)
+_ASKS_ONLY = frozenset({"keras.src.utils.rng_utils", "keras.src.saving.serialization_lib",
+                        "keras.src.legacy.saving.json_utils", "keras.src.distribution.distribution_lib"})
+
+
 def leave_tensorflow_unimported() -> None:
     """Under JAX or PyTorch, stop Keras from importing TensorFlow only to ask whether it could (idempotent).
 
     Keras asks ``tf.available`` (its lazy ``tensorflow`` module) in `keras.utils.set_random_seed` and each
     time it serializes an object (``isinstance(obj, tf.TensorShape)``, ``tf.DType``, ``tf.TypeSpec``), and the
     asking imports TensorFlow where it is installed: 3 s of a 1-epoch JAX fit's 19 s here, and several hundred MB,
-    for a framework these backends never run. After this call ``tf.available`` is true only once something has
-    imported TensorFlow, which is exact for those checks: no object is a TensorFlow one, and no ``tf.data``
-    pipeline needs seeding, before TensorFlow is imported. Code that uses TensorFlow itself (``tf.something``,
-    ``import tensorflow``) imports it as before. Keras's string preprocessing layers (StringLookup, Hashing, ...),
-    which run on TensorFlow under every backend, need ``import tensorflow`` first."""
+    for a framework these backends never run. After this call, those callers alone (`_ASKS_ONLY`) are told
+    TensorFlow is available only once something has imported it, which is exact for them: no object is a
+    TensorFlow one, and no ``tf.data`` pipeline needs seeding, before TensorFlow is imported. Every other caller
+    gets Keras's own answer (the string preprocessing layers, Hashing, StringLookup..., which run on TensorFlow
+    under every backend, still import it), and code that uses TensorFlow imports it as before."""
     from keras.src.utils import module_utils
 
     lazy = module_utils.tensorflow
@@ -122,7 +127,9 @@ def leave_tensorflow_unimported() -> None:
 
         @property
         def available(self):
-            return "tensorflow" in sys.modules and super().available
+            if "tensorflow" not in sys.modules and sys._getframe(1).f_globals.get("__name__") in _ASKS_ONLY:
+                return False
+            return super().available
 
     lazy.__class__ = ImportedOnly
 
