@@ -4,6 +4,7 @@
     emotion bench --backends jax,torch --repeats 7 --out runs/bench   # bench.md, bench.json, bench.png
     emotion bench --quick                                             # tiny sizes, one repeat (the tests)
     emotion bench --backends jax --devices 2     # + compute step on 1 and 2 devices, and the scaling efficiency
+    emotion bench --backends jax --devices all   # ... on every device JAX sees (a GPU machine)
 
 Per backend (`measure` in a fresh process under that backend, run by `emotion.tools.harness`):
 
@@ -76,7 +77,7 @@ class BenchConfig:
     stock: bool = False  # also time each backend with the speed settings off (EMOTION_FAST_KERNELS=0)
     timeout: int = 3600  # seconds per backend process
     quick: bool = False
-    devices: int = 1  # > 1: also time the compute step data-parallel on this many devices (step 5)
+    devices: int | str = 1  # > 1 or "all": also time the compute step data-parallel on those devices (step 5)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -113,12 +114,13 @@ def make_config(**flags) -> BenchConfig:
         cfg.backends = harness.check_names(flags["backends"])
     for name in ("image_size", "batch_size", "repeats", "steps", "latency_runs", "timeout", "devices"):
         if name in flags:
-            setattr(cfg, name, _positive_int(name, flags[name]))
+            all_devices = name == "devices" and flags[name] == "all"  # resolved by each backend's process
+            setattr(cfg, name, "all" if all_devices else _positive_int(name, flags[name]))
     for name in ("data", "out", "preset", "precision"):
         if name in flags:
             setattr(cfg, name, str(flags[name]))
     load_config(None, {key: getattr(cfg, name) for name, key in SHARED.items()})  # the shared settings' checks
-    if cfg.batch_size % cfg.devices:
+    if cfg.devices != "all" and cfg.batch_size % cfg.devices:
         raise EmotionError(f"--batch-size {cfg.batch_size} is not a multiple of --devices {cfg.devices}")
     if cfg.image_size < 16:
         raise EmotionError(f"--image-size must be at least 16 (three 2x2 poolings), got {cfg.image_size}")
@@ -241,7 +243,7 @@ def measure(cfg: BenchConfig) -> dict:
 
     # 4. memory
     result["memory"] = {"peak_host_mb": _peak_rss_mb(), "peak_device_mb": _mb(backends.peak_device_memory())}
-    if cfg.devices > 1:
+    if cfg.devices != 1:
         result["scaling"] = measure_scaling(cfg, dm, rng.uniform(0, 255, (b, s, s, c)).astype("float32"),
                                             keras.ops.convert_to_numpy(y))
     return result
@@ -254,8 +256,17 @@ def measure_scaling(cfg: BenchConfig, dm, x: np.ndarray, y: np.ndarray) -> dict:
     from emotion.models.module import EmotionClassifier
 
     steps: dict = {}
+    n_all = cfg.devices
+    if n_all == "all":  # every device this backend trains on
+        n_all = backends.data_parallel("all")
+        backends.data_parallel(1)
+        if n_all == 1:
+            return {"skipped": f"--devices all: {backends.current()} trains on one device here "
+                               f"({', '.join(backends.describe()['devices'])})"}
+        if cfg.batch_size % n_all:
+            return {"skipped": f"--batch-size {cfg.batch_size} is not a multiple of the {n_all} devices"}
     try:
-        for n in (cfg.devices, 1):  # N first: a backend that cannot says so before anything is built
+        for n in (n_all, 1):  # N first: a backend that cannot says so before anything is built
             backends.data_parallel(n)  # before the model is built: its weights are made on the devices
             model = EmotionClassifier(cfg.preset, dm.input_shape, dm.num_classes, precision=cfg.precision).compile()
             model.train_on_batch(x, y)  # compile
@@ -265,9 +276,9 @@ def measure_scaling(cfg: BenchConfig, dm, x: np.ndarray, y: np.ndarray) -> dict:
         return {"skipped": str(e)}
     finally:
         backends.data_parallel(1)
-    speedup = steps[1]["median"] / steps[cfg.devices]["median"]
-    return {"devices": cfg.devices, "step_s": {str(n): steps[n] for n in (1, cfg.devices)}, "speedup": speedup,
-            "efficiency": speedup / cfg.devices}
+    speedup = steps[1]["median"] / steps[n_all]["median"]
+    return {"devices": n_all, "step_s": {str(n): steps[n] for n in (1, n_all)}, "speedup": speedup,
+            "efficiency": speedup / n_all}
 
 
 def _epoch_timer(keras):
@@ -334,7 +345,7 @@ def _worker_env(cfg: BenchConfig, stock: bool = False) -> dict:
     env = {}
     if stock:
         env["EMOTION_FAST_KERNELS"] = "0"  # backends/*.py then leave Keras and the framework as shipped
-    if cfg.devices > 1:
+    if cfg.devices not in (1, "all"):
         env["EMOTION_CPU_DEVICES"] = str(cfg.devices)  # JAX on a CPU: N devices (accelerators are unaffected)
     if cfg.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # every backend then falls back to the CPU
@@ -615,7 +626,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="skip the seed-notebook reference row")
     p.add_argument("--stock", action="store_true", default=None,
                    help="also time each backend as shipped (EMOTION_FAST_KERNELS=0): plain Keras rows")
-    p.add_argument("--devices", help="also time the compute step data-parallel on N devices against 1 (JAX)")
+    p.add_argument("--devices", help="also time the compute step data-parallel on N devices (or all the backend "
+                                     "sees) against 1 (JAX)")
     p.add_argument("--quick", action="store_true", default=None,
                    help="tiny sizes, one repeat (a smoke test, not a measurement)")
 
