@@ -63,8 +63,9 @@ def load_image(source, image_size: int, color: str = "rgb", max_image_mb: float 
     """Decode one image (path or bytes) to a ``(image_size, image_size, 3 or 1)`` uint8 array.
 
     Any Pillow-decodable JPEG/PNG/BMP/GIF/WebP/TIFF: grayscale, palette, RGBA (composited on white),
-    CMYK, 16-bit (scaled to 8-bit). GIFs give their first frame. Turned upright as its EXIF Orientation says. Resized with bilinear filtering (antialiased
-    when shrinking) to a square, aspect ratio not kept, as the seed's `image_dataset_from_directory` did.
+    CMYK, 16-bit (scaled to 8-bit). GIFs give their first frame. Turned upright as its EXIF Orientation says.
+    Resized with bilinear filtering (antialiased when shrinking) to a square, aspect ratio not kept, as the
+    seed's `image_dataset_from_directory` did.
     A path is read with `read_image_file` (a regular file of at most ``max_image_mb``); an image of more than
     ``PIL.Image.MAX_IMAGE_PIXELS`` pixels is refused from its header, before it is decoded.
     Raises ``ValueError`` with a short reason for anything else.
