@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `emotion bench` on a lent GPU machine with no package index: the numbers in docs/bench-gpu-*.md came from
+# `emotion bench` on a lent GPU machine with no package index: docs/gpu.md and docs/bench-gpu-h200/ came from
 #   bash scripts/device_bench.sh OUT_DIR
 # run in the repository root on a machine whose python3 already has jax (CUDA), torch (CUDA), numpy, pillow,
 # matplotlib, pyyaml and opencv, with keras==3.15.1, namex, optree and tensorboardX as wheels in .whl/
@@ -23,3 +23,11 @@ fi
 python3 -m emotion bench --backends jax,torch --data data --device gpu --steps 20 --timeout 300 --out "$out/seed"
 python3 -m emotion bench --backends jax,torch --data data --device gpu --steps 20 --timeout 300 \
     --preset vgg-bn --image-size 48 --batch-size 64 --out "$out/vgg-bn"
+# mixed precision, and the same network as shipped by Keras and the frameworks (--stock rows)
+python3 -m emotion bench --backends jax,torch --data data --device gpu --steps 20 --timeout 300 \
+    --preset vgg-bn --image-size 48 --batch-size 64 --precision mixed_bfloat16 --out "$out/vgg-bn-bf16"
+python3 -m emotion bench --backends jax,torch --data data --device gpu --steps 20 --timeout 300 \
+    --preset vgg-bn --image-size 48 --batch-size 64 --stock --out "$out/vgg-bn-stock"
+# data parallel over every GPU JAX sees (says so where there is one)
+python3 -m emotion bench --backends jax --data data --device gpu --devices all --no-reference --repeats 3 \
+    --steps 20 --preset vgg-bn --image-size 48 --batch-size 64 --out "$out/devices-all"
