@@ -146,6 +146,13 @@ class DataConfig:
     no_face: str = opt("keep", "with --faces crop, an image where no face is found: keep it whole or skip it",
                        choices=("keep", "skip"))
     detector: str = opt("blazeface", "face detector for --faces crop (docs/faces.md)", choices=("blazeface", "haar"))
+    mix_in: str | None = opt(None, "a second folder of class subfolders (its train/ where pre-split) whose images join "
+                             "the training split only, never val or test: e.g. the data the --init-from model "
+                             "learned, so that fine-tuning keeps it (rehearsal)", metavar="DIR")
+    mix_in_max: int = opt(0, "with --mix-in: at most this many of its images, drawn once per class in proportion "
+                          "(0: all)", check=_at_least(0), metavar="N")
+    mix_in_faces: str | None = opt(None, "with --mix-in: how its images are cut, as --faces (default: as --faces)",
+                                   choices=("none", "crop", "given"))
 
 
 @dataclass

@@ -842,11 +842,42 @@ class EmotionDataModule:
         self.invalid: list[tuple[str, str]] = []
         self.no_face: list[str] = []  # faces="crop": kept whole, no face found
         self.skipped: list[str] = []  # faces="crop", no_face="skip": left out, no face found
+        self.mixed_in = 0  # data.mix_in: images of that folder in the training split
 
     def _load(self, base: Path) -> Folder:
         cfg = self.cfg
         return load_folder(base, self.class_names, cfg.image_size, cfg.color, cfg.cache, cfg.faces, cfg.no_face,
                            cfg.detector, cfg.max_image_mb, self.progress)
+
+    def _mix_in(self) -> None:
+        """``data.mix_in``: add that folder's images (its train/ where pre-split) to the training split. Files
+        that are also in val or test (by content) are left out; ``mix_in_max`` draws a fixed share per class."""
+        cfg = self.cfg
+        self.mixed_in = 0
+        if not cfg.mix_in:
+            return
+        root = Path(cfg.mix_in)
+        if not root.is_dir():
+            raise EmotionError(f"--mix-in folder {root} does not exist or is not a folder")
+        base = root / "train" if is_presplit(root) else root
+        missing = [c for c in self.class_names if c not in _subdirs(base)]
+        if missing:
+            raise EmotionError(f"--mix-in folder {base} lacks class folder(s) {missing}")
+        faces = cfg.mix_in_faces or cfg.faces
+        extra = load_folder(base, self.class_names, cfg.image_size, cfg.color, cfg.cache, faces, "keep",
+                            cfg.detector, cfg.max_image_mb, self.progress)
+        held_out = set(self.val.digests) | set(self.test.digests)
+        keep = np.array([i for i, d in enumerate(extra.digests) if d not in held_out], dtype=int)
+        if cfg.mix_in_max and len(keep) > cfg.mix_in_max:
+            rng = np.random.default_rng(self.seed)
+            share = cfg.mix_in_max / len(keep)
+            keep = np.sort(np.concatenate([
+                rng.choice(keep[extra.labels[keep] == c], int(round(share * (extra.labels[keep] == c).sum())),
+                           replace=False) for c in range(len(self.class_names))]))
+        extra = extra.subset(keep)
+        extra.no_face = []  # a mix-in image kept whole is reported by its own count, not as a training photo's
+        self.train = self.train.concat(extra)
+        self.mixed_in = len(extra)
 
     def _keep_report(self, folder: Folder) -> None:
         self.invalid, self.no_face, self.skipped = folder.invalid, folder.no_face, folder.skipped
@@ -855,7 +886,7 @@ class EmotionDataModule:
         """{"mode", "cropped", "kept_whole", "skipped"} over every image used, or None without face cropping."""
         if self.cfg.faces != "crop":
             return None
-        used = sum(self.split_sizes().values())
+        used = sum(self.split_sizes().values()) - self.mixed_in
         return {"mode": "crop", "cropped": used - len(self.no_face), "kept_whole": len(self.no_face),
                 "skipped": len(self.skipped), "no_face": self.cfg.no_face}
 
@@ -878,6 +909,7 @@ class EmotionDataModule:
         self.train = pool.subset(rest[inner["train"]])
         self.val, self.test = pool.subset(rest[inner["val"]]), pool.subset(test)
         self._check_classes(self.train)
+        self._mix_in()
         return self
 
     def setup(self) -> EmotionDataModule:
@@ -901,6 +933,7 @@ class EmotionDataModule:
             parts = {s: everything.subset(idx[s]) for s in SPLITS}
         self.train, self.val, self.test = parts["train"], parts["val"], parts["test"]
         self._check_classes(self.train)
+        self._mix_in()
         return self
 
     def _check_classes(self, folder: Folder) -> None:

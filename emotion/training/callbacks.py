@@ -346,6 +346,7 @@ class RunFolder(Callback):
             "split": dm.split_sizes(),
             "invalid_files": [{"path": p, "reason": r} for p, r in dm.invalid],
             "faces": dm.face_counts(),
+            "mixed_in": dm.mixed_in,
             "history": trainer.history,
             "val": val,
             "test": test,

@@ -35,6 +35,8 @@ def report_data(dm: EmotionDataModule) -> None:
         if absent:
             log(f"warning: class(es) {absent} have no images in the {split} split (too few files): their {split} "
                 "recall is undefined and is reported as null")
+    if dm.mixed_in:
+        log(f"mix-in {dm.cfg.mix_in}: {dm.mixed_in} image(s) added to the training split")
     faces = dm.face_counts()
     if faces:
         for path in dm.skipped:
@@ -139,7 +141,7 @@ class Processes:
 
 
 # settings each process may have its own of (paths on its host, what it shows); every other one must be the same
-PER_PROCESS = {"data.data", "data.cache", "trainer.out", "trainer.verbose", "trainer.tensorboard",
+PER_PROCESS = {"data.data", "data.mix_in", "data.cache", "trainer.out", "trainer.verbose", "trainer.tensorboard",
                "trainer.checkpoint", "trainer.process_id", "trainer.coordinator"}
 
 

@@ -156,6 +156,37 @@ def test_presplit_folder_is_used_as_given(tmp_path):
     assert all("/test/" in p for p in dm.test.paths)
 
 
+def test_mix_in_joins_the_training_split_only(tmp_path, synth_dir):
+    """--mix-in: another folder's images (its train/ where pre-split) are added to train, never to val or test; a
+    file that is also held out is left out; --mix-in-max draws a fixed, stratified share."""
+    extra = tmp_path / "extra"
+    for split, n in (("train", 12), ("val", 2), ("test", 2)):
+        for c in ("happy", "sad", "angry"):
+            for i in range(n):
+                write_image(extra / split / c / f"{split}{i}.png", seed=100 + i)
+    base = EmotionDataModule(DataConfig(data=str(synth_dir), image_size=16, cache="off")).setup()
+    held_out = next(p for p in base.test.paths)  # a copy of a test image in the mix-in folder: must not train
+    (extra / "train" / "happy" / "copy.png").write_bytes(Path(held_out).read_bytes())
+    dm = EmotionDataModule(DataConfig(data=str(synth_dir), image_size=16, cache="off", mix_in=str(extra))).setup()
+    assert dm.mixed_in == 24 and len(dm.train) == len(base.train) + 24
+    assert dm.val.paths == base.val.paths and dm.test.paths == base.test.paths
+    mixed = [p for p in dm.train.paths if p.startswith(str(extra))]
+    assert all("/train/" in p and "/angry/" not in p and "copy" not in p for p in mixed)
+    assert dm.train.counts() == {c: base.train.counts()[c] + 12 for c in ("happy", "sad")}
+    capped = EmotionDataModule(DataConfig(data=str(synth_dir), image_size=16, cache="off", mix_in=str(extra),
+                                          mix_in_max=10), seed=3).setup()
+    assert capped.mixed_in == 10 and capped.train.counts() == {c: base.train.counts()[c] + 5 for c in ("happy", "sad")}
+    folds = EmotionDataModule(DataConfig(data=str(synth_dir), image_size=16, cache="off", mix_in=str(extra)))
+    folds.setup_fold(0, 5)
+    assert folds.mixed_in == 24 and not any(p.startswith(str(extra)) for p in folds.test.paths + folds.val.paths)
+    with pytest.raises(EmotionError, match="mix-in folder .* lacks class folder"):
+        EmotionDataModule(DataConfig(data=str(synth_dir), image_size=16, cache="off",
+                                     mix_in=str(extra / "train" / "happy"))).setup()
+    with pytest.raises(EmotionError, match="does not exist"):
+        EmotionDataModule(DataConfig(data=str(synth_dir), image_size=16, cache="off",
+                                     mix_in=str(tmp_path / "nope"))).setup()
+
+
 def test_cache_is_reused_and_invalidated(tmp_path, synth_dir):
     cache = tmp_path / "cache"
     cfg = DataConfig(data=str(synth_dir), image_size=16, cache=str(cache))
