@@ -342,7 +342,7 @@ def sgemm_gflops(n: int = 1024, repeats: int = 5) -> float:
 
 
 def _worker_env(cfg: BenchConfig, stock: bool = False) -> dict:
-    env = {}
+    env = {"EMOTION_JAX_CACHE": "off"}  # compile times are measured cold, not read from JAX's disk cache
     if stock:
         env["EMOTION_FAST_KERNELS"] = "0"  # backends/*.py then leave Keras and the framework as shipped
     if cfg.devices not in (1, "all"):

@@ -38,20 +38,24 @@ print(json.dumps({"import": t1 - t0, "load": t2 - t1, "first": t3 - t2, "again":
 """
 
 
-def ways() -> dict[str, list[str]]:
-    out = {f"keras, {b} backend": ["predict", "--backend", b] for b in backends.installed()}
+def ways() -> dict[str, tuple[list[str], dict]]:
+    """name -> (emotion's arguments, extra environment)."""
+    out = {f"keras, {b} backend": (["predict", "--backend", b], {}) for b in backends.installed()}
+    if "jax" in backends.installed():  # JAX's persistent compilation cache (backends/jax.py) off: every compile anew
+        out["keras, jax backend, EMOTION_JAX_CACHE=off"] = (["predict", "--backend", "jax"], {"EMOTION_JAX_CACHE": "off"})
     try:
         import onnxruntime  # noqa: F401
 
-        out["onnx (onnxruntime, no framework)"] = ["predict", "--runtime", "onnx"]
+        out["onnx (onnxruntime, no framework)"] = (["predict", "--runtime", "onnx"], {})
     except ImportError:
         pass
     return out
 
 
-def timed(args: list[str]) -> float:
+def timed(args: list[str], env: dict | None = None) -> float:
     t0 = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "emotion", *args], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "emotion", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
     seconds = time.perf_counter() - t0
     if done.returncode != 0:
         raise SystemExit(f"emotion {' '.join(args)} failed: {done.stderr.strip().splitlines()[-1:]}")
@@ -69,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     table = ways()
     times = {name: [] for name in table}
     for _ in range(args.repeat):
-        for name, cmd in table.items():
-            times[name].append(timed([*cmd, args.photo]))
+        for name, (cmd, env) in table.items():
+            times[name].append(timed([*cmd, args.photo], env))
     lines = [f"Cold `emotion predict` on one photo ({Path(args.photo).name}), {args.repeat} rounds, "
              f"{os.cpu_count()} CPU cores, load average before: {os.getloadavg()[0]:.2f}", "",
              "| way | median s | fastest s |", "|---|---|---|"]

@@ -132,12 +132,17 @@ def test_cache_command_info_and_clear_touch_only_our_entries(folder, tmp_path, c
             "emotion-x.npy": b"not our name"}
     for name, data in keep.items():
         (cache / name).write_bytes(data)
+    (cache / "jax").mkdir()  # JAX's persistent compilation cache (backends/jax.py)
+    for name in ("jit_f-0123-cache", "jit_f-0123-atime"):
+        (cache / "jax" / name).write_bytes(b"compiled")
     assert main(["cache", "info", "--cache", str(cache)]) == 0
     out = capsys.readouterr().out
     assert f"cache: {cache}" in out and "entries: 2 decoded folder(s)" in out and "old-format entries: 1" in out
+    assert "JAX compiled programs (jax/): 2 file(s)" in out
     assert main(["cache", "clear", "--cache", str(cache)]) == 0
-    assert "removed 6 cache file(s)" in capsys.readouterr().out
-    assert {p.name: p.read_bytes() for p in cache.iterdir()} == keep
+    assert "removed 8 cache file(s)" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in cache.iterdir() if p.is_file()} == keep
+    assert not any((cache / "jax").iterdir())
     assert main(["cache", "info", "--cache", str(cache)]) == 0
     assert "entries: 0" in capsys.readouterr().out
     (tmp_path / "f").write_text("x")
