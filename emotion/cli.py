@@ -555,7 +555,7 @@ def cmd_clean(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from emotion.data.datamodule import cache_dir, cache_entries, clear_cache
+    from emotion.data.datamodule import cache_dir, cache_entries, clear_cache, remove_files
 
     where = cache_dir(args.cache)
     if where is None:
@@ -564,14 +564,8 @@ def cmd_cache(args) -> int:
         raise EmotionError(f"cache location {where} is not a folder")
     compiled = _compiled_programs(where / "jax")
     if args.action == "clear":
-        files, size = clear_cache(where)
-        for p in compiled:
-            try:
-                n = p.lstat().st_size
-                p.unlink()
-                files, size = files + 1, size + n
-            except OSError:
-                pass
+        (files, size), (programs, program_bytes) = clear_cache(where), remove_files(compiled)
+        files, size = files + programs, size + program_bytes
         print(f"removed {files} cache file(s), {_size(size)}, from {where}; nothing else there was touched")
         return 0
     found = cache_entries(where)

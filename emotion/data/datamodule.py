@@ -656,8 +656,13 @@ def clear_cache(where: Path) -> tuple[int, int]:
     """Delete our entries (current and old format) and the temporary files of dead writers from ``where``; nothing
     else, not the folder. Returns (files removed, bytes freed)."""
     found = cache_entries(where)
+    return remove_files(found["entries"] + found["old"] + found["stale"])
+
+
+def remove_files(paths) -> tuple[int, int]:
+    """Unlink each path (one that cannot be removed is passed over). Returns (files removed, bytes freed)."""
     files = size = 0
-    for p in found["entries"] + found["old"] + found["stale"]:
+    for p in paths:
         try:
             n = p.lstat().st_size
             p.unlink()
