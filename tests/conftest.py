@@ -56,6 +56,14 @@ def write_image(path: Path, size=(40, 40), mode="RGB", fmt=None, seed=0) -> Path
     return path
 
 
+def write_classes(root: Path, per_class: int = 3, size=(12, 12)) -> Path:
+    """``root/happy/h<i>.png`` and ``root/sad/s<i>.png``: ``per_class`` random images each, all different."""
+    for i in range(per_class):
+        write_image(root / "happy" / f"h{i}.png", size=size, seed=i)
+        write_image(root / "sad" / f"s{i}.png", size=size, seed=1000 + i)
+    return root
+
+
 def run_cli(*args: str, backend: str | None = None, cwd=None, timeout=600) -> subprocess.CompletedProcess:
     """`python -m emotion ARGS` in a fresh process (with ``backend`` as KERAS_BACKEND)."""
     env = dict(os.environ, KERAS_BACKEND=backend or BACKEND)

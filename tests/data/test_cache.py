@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_image
+from conftest import write_classes
 
 from emotion.cli import main
 from emotion.data import datamodule
@@ -21,11 +21,7 @@ pytestmark = pytest.mark.once  # touches no Keras backend: `nox -s tests` runs i
 
 @pytest.fixture
 def folder(tmp_path):
-    root = tmp_path / "d"
-    for i in range(3):
-        write_image(root / "happy" / f"h{i}.png", size=(12, 12), seed=i)
-        write_image(root / "sad" / f"s{i}.png", size=(12, 12), seed=7 + i)
-    return root
+    return write_classes(tmp_path / "d")
 
 
 def entry(cache: Path) -> tuple[Path, Path]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_image
+from conftest import write_classes, write_image
 from PIL import Image
 
 from emotion.config import DataConfig
@@ -58,10 +58,7 @@ def tree(root: Path) -> dict:
 @pytest.fixture
 def hostile(tmp_path):
     """Two valid images per class, and every kind of file that must not be read as one."""
-    root = tmp_path / "d"
-    for i in range(3):
-        write_image(root / "happy" / f"h{i}.png", size=(16, 16), seed=i)
-        write_image(root / "sad" / f"s{i}.png", size=(16, 16), seed=9 + i)
+    root = write_classes(tmp_path / "d", size=(16, 16))
     os.mkfifo(root / "happy" / "pipe.jpg")
     os.symlink("/dev/zero", root / "happy" / "zero.jpg")
     os.symlink("loop2.jpg", root / "sad" / "loop1.jpg")
