@@ -12,10 +12,12 @@ backend first (`backends.select`, or `emotion.load`, which does it).
 __version__ = "0.1.0"
 
 
-def load(model=None, runtime: str | None = None, faces: str | None = None, detector: str | None = None):
+def load(model=None, runtime: str | None = None, faces: str | None = None, detector: str | None = None,
+         min_face_score: float | None = None):
     """An `emotion.infer.Predictor`: ``model`` is a shipped model's name (default: happy-sad), a `.keras` or an
     `.onnx`; ``runtime`` 'onnx' runs the ONNX export under onnxruntime, with no deep-learning framework.
-    A `.keras` runs under ``KERAS_BACKEND`` (else Keras's default: `backends.default`)."""
+    A `.keras` runs under ``KERAS_BACKEND`` (else Keras's default: `backends.default`). ``min_face_score``: the
+    BlazeFace score a face needs (default 0.5; docs/faces.md)."""
     import sys
 
     from emotion.infer import Predictor, resolve_model
@@ -25,4 +27,4 @@ def load(model=None, runtime: str | None = None, faces: str | None = None, detec
         import backends
 
         backends.select()
-    return Predictor.load(path, faces=faces, detector=detector, runtime=runtime)
+    return Predictor.load(path, faces=faces, detector=detector, runtime=runtime, min_face_score=min_face_score)

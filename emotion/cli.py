@@ -63,6 +63,16 @@ def _max_image_arg(p: argparse.ArgumentParser) -> None:
                    help="image files larger than this are reported and skipped, never read (default 50)")
 
 
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -82,6 +92,9 @@ def _model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
                    ", or a shipped model's name: happy-sad (the default: FER2013 faces, then web photos) or "
                    "fer2013-happy-sad")
     p.add_argument("--detector", choices=DETECTORS, help="face detector (default: blazeface; docs/faces.md)")
+    p.add_argument("--min-face-score", type=_fraction, metavar="S",
+                   help="the BlazeFace score a detection needs to count as a face, 0-1 (default 0.5): higher finds "
+                        "fewer faces and is more often right on them (docs/faces.md, 'Operating point')")
     _max_model_arg(p)
     if runtime:
         p.add_argument("--runtime", choices=RUNTIMES,
@@ -369,7 +382,7 @@ def cmd_test(args) -> int:
 
     root = Path(args.data)
     names = class_folders(root, args.classes)  # data errors before the model loads
-    clf = Predictor.load(args.model, detector=args.detector, limits=_limits(args))
+    clf = Predictor.load(args.model, detector=args.detector, limits=_limits(args), min_face_score=args.min_face_score)
     if args.classes is None and not any(c.startswith("class_") for c in clf.class_names):
         names = class_folders(root, clf.class_names)
     if len(names) != len(clf.class_names):
@@ -386,8 +399,8 @@ def cmd_test(args) -> int:
 
         clf.model = with_flip_tta(clf.model)
     faces = args.faces or ("crop" if clf.face_model else "none")
-    folder = load_folder(base, names, clf.image_size, clf.color, args.cache, faces=faces, detector=args.detector,
-                         max_image_mb=args.max_image_mb, progress=False if args.quiet else None)
+    folder = load_folder(base, names, clf.image_size, clf.color, args.cache, faces=faces,
+                         detector=clf.detector if faces == "crop" else None, max_image_mb=args.max_image_mb, progress=False if args.quiet else None)
     for path, reason in folder.invalid:
         print(f"emotion: skipped invalid file: {_text(path)}: {reason}", file=sys.stderr)
     if not len(folder):
@@ -446,7 +459,7 @@ def cmd_predict(args) -> int:
             raise EmotionError(f"--annotate needs a folder; {args.annotate} is a file")
         Path(args.annotate).mkdir(parents=True, exist_ok=True)
     clf = Predictor.load(args.model, faces=args.faces, detector=args.detector, runtime=args.runtime,
-                         limits=_limits(args))
+                         limits=_limits(args), min_face_score=args.min_face_score)
     names = clf.class_names
     positive = names[-1] if len(names) == 2 else None
     writer = None
@@ -528,7 +541,8 @@ def cmd_video(args) -> int:
     if args.detect_every < 1:
         raise EmotionError(f"--detect-every must be at least 1, got {args.detect_every}")
     video.open_source(args.source).release()  # a bad source fails before the model loads
-    clf = Predictor.load(args.model, detector=args.detector, runtime=args.runtime, limits=_limits(args))
+    clf = Predictor.load(args.model, detector=args.detector, runtime=args.runtime, limits=_limits(args),
+                         min_face_score=args.min_face_score)
     faces = args.faces or ("all" if clf.face_model else "none")
     result = video.run(args.source, clf, out=args.out, csv_path=args.csv, show=args.show, faces=faces,
                        smooth=args.smooth, detect_every=args.detect_every, max_frames=args.max_frames,
@@ -631,7 +645,7 @@ def cmd_serve(args) -> int:
     return serve(args.model, host=args.host, port=args.port, max_batch_size=args.max_batch_size,
                  batch_timeout=args.batch_timeout, workers=args.workers, runtime=args.runtime,
                  max_bytes=parse_bytes(args.max_bytes), faces=args.faces, detector=args.detector,
-                 log_level=args.log_level, backend=args.serve_backend)
+                 min_face_score=args.min_face_score, log_level=args.log_level, backend=args.serve_backend)
 
 
 def cmd_serve_bench(args) -> int:
@@ -655,6 +669,10 @@ def _early_checks(args) -> None:
         from emotion.data.datamodule import class_folders
 
         class_folders(Path(args.data), args.classes)
+    if getattr(args, "min_face_score", None) is not None:
+        from emotion.faces.detect import check_detector
+
+        check_detector(args.detector, args.min_face_score)
     if args.command in ("predict", "test", "video", "export"):
         resolve_model(args.model, getattr(args, "runtime", None), _limits(args))
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.errors import EmotionError
-from emotion.faces.detect import FACE_MODES, face_inputs, make_detector
+from emotion.faces.detect import FACE_MODES, check_detector, face_inputs, make_detector
 from emotion.guard import MIB, Limits, check_loaded, check_model_file
 
 META_MEMBER = "emotion.json"
@@ -235,10 +235,12 @@ class Predictor:
     """A model, its class names and how it meets images (``faces``: 'largest' | 'all' | 'none')."""
 
     def __init__(self, model, class_names: list[str], faces: str = "none", margin: float | None = None,
-                 detector: str | None = None, face_model: bool | None = None):
-        """``face_model``: whether the model was trained on faces (default: whether ``faces`` crops them)."""
+                 detector: str | None = None, face_model: bool | None = None, min_face_score: float | None = None):
+        """``face_model``: whether the model was trained on faces (default: whether ``faces`` crops them).
+        ``min_face_score``: the detector score a face needs (`emotion.faces.detect.make_detector`)."""
         self.model, self.class_names, self.margin = model, class_names, margin
-        self.detector_name = detector
+        check_detector(detector, min_face_score)
+        self.detector_name, self.min_face_score = detector, min_face_score
         _, h, w, c = model.input_shape
         if h is None or h != w:
             raise EmotionError(f"model input {model.input_shape} is not a fixed square image")
@@ -248,16 +250,16 @@ class Predictor:
 
     @property
     def detector(self):
-        return make_detector(self.detector_name)
+        return make_detector(self.detector_name, self.min_face_score)
 
     @classmethod
     def load(cls, path: str | Path | None = None, class_names: list[str] | None = None,
              faces: str | None = None, detector: str | None = None, runtime: str | None = None,
-             limits: Limits | None = None) -> Predictor:
+             limits: Limits | None = None, min_face_score: float | None = None) -> Predictor:
         """``faces=None``: 'largest' for a model trained on faces, else 'none'. ``detector``: blazeface (default)
-        or haar. ``runtime``: 'keras' (default for a .keras) or 'onnx' (the model's ONNX export under
-        onnxruntime; no TensorFlow, JAX or PyTorch is imported). ``limits``: what `emotion.guard` allows the
-        file (default: its defaults)."""
+        or haar; ``min_face_score``: the blazeface score a face needs (default 0.5). ``runtime``: 'keras' (default
+        for a .keras) or 'onnx' (the model's ONNX export under onnxruntime; no TensorFlow, JAX or PyTorch).
+        ``limits``: what `emotion.guard` allows the file (default: its defaults)."""
         model, meta = load_model(path, runtime, limits)
         outputs = int(model.output_shape[-1])
         k = max(outputs, 2)
@@ -270,7 +272,7 @@ class Predictor:
         if faces is not None and faces not in FACE_MODES:
             raise EmotionError(f"faces must be one of {', '.join(FACE_MODES)}, got {faces!r}")
         return cls(model, [str(n) for n in names], faces or ("largest" if trained_on_faces else "none"),
-                   meta.get("margin"), detector or meta.get("detector"), trained_on_faces)
+                   meta.get("margin"), detector or meta.get("detector"), trained_on_faces, min_face_score)
 
     def preprocess(self, path: str | Path) -> np.ndarray:
         """The whole image as the model's input (no face search)."""

@@ -198,10 +198,11 @@ class EmotionAPI(ls.LitAPI):
 
     def __init__(self, model: str | None = None, faces: str | None = None, detector: str | None = None,
                  runtime: str = "keras", max_batch_size: int = 32, batch_timeout: float = 0.005,
-                 error_file: str | None = None, backend: str | None = None):
+                 error_file: str | None = None, backend: str | None = None, min_face_score: float | None = None):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout,
                          loop=WaitingBatchedLoop() if max_batch_size > 1 else "auto")
         self.model_name, self.faces, self.detector, self.runtime = model, faces, detector, runtime
+        self.min_face_score = min_face_score
         self.backend = backend  # picked in the worker: the HTTP processes never import a framework
         self.error_file = error_file  # where setup() leaves its one-line error for the main process
         self.batch_log = os.environ.get("EMOTION_SERVE_BATCH_LOG")
@@ -217,7 +218,8 @@ class EmotionAPI(ls.LitAPI):
 
                 backends.select(self.backend)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # decode_image turns Pillow's warning past this into an error
-            self.clf = Predictor.load(self.model_name, faces=self.faces, detector=self.detector, runtime=self.runtime)
+            self.clf = Predictor.load(self.model_name, faces=self.faces, detector=self.detector, runtime=self.runtime,
+                                      min_face_score=self.min_face_score)
             self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="faces")
             self._rows([(np.zeros((64, 64, 3), np.uint8), None)])  # the detector made
             c = 1 if self.clf.color == "grayscale" else 3
@@ -336,7 +338,7 @@ def build_server(api: EmotionAPI, workers: int = 1, max_bytes: int = 10_000_000,
 def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, max_batch_size: int = 32,
           batch_timeout: float = 0.005, workers: int = 1, runtime: str | None = None, max_bytes: int = 10_000_000,
           faces: str | None = None, detector: str | None = None, log_level: str = "info",
-          backend: str | None = None) -> int:
+          backend: str | None = None, min_face_score: float | None = None) -> int:
     """Run until SIGTERM or Ctrl+C; 0 after a clean stop. Usage errors (a port in use, a missing model) are
     EmotionErrors raised before anything loads."""
     import tempfile
@@ -365,7 +367,8 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, m
 
     fd, error_file = tempfile.mkstemp(prefix="emotion-serve-", suffix=".err")
     os.close(fd)
-    api = EmotionAPI(model, faces, detector, runtime, max_batch_size, batch_timeout, error_file, backend)
+    api = EmotionAPI(model, faces, detector, runtime, max_batch_size, batch_timeout, error_file, backend,
+                     min_face_score)
     server = build_server(api, workers, max_bytes)
     _drain_on_sigterm(server)
     try:

@@ -695,7 +695,8 @@ def load_folder(base: str | Path, class_names, image_size: int, color: str = "rg
     if faces == "crop":
         from emotion.faces.detect import make_detector
 
-        detector = make_detector(detector)
+        if not hasattr(detector, "detect"):  # a name (None: the default), or a detector made by the caller
+            detector = make_detector(detector)
     else:
         detector = None
     channels = 1 if color == "grayscale" else 3

@@ -144,19 +144,33 @@ DEFAULT_DETECTOR = "blazeface"
 _MADE: dict = {}
 
 
-def make_detector(name: str | None = None):
-    """The named detector (default: blazeface), made once per process."""
+def check_detector(name: str | None = None, min_score: float | None = None) -> str:
+    """The detector's name (None: the default), after checking it and that ``min_score`` suits it."""
     name = name or DEFAULT_DETECTOR
     if name not in DETECTORS:
         raise EmotionError(f"detector must be one of {', '.join(DETECTORS)}, got {name!r}")
-    if name not in _MADE:
+    if min_score is not None:
+        if name != "blazeface":
+            raise EmotionError(f"a minimum face score applies to the blazeface detector, not {name}")
+        if not 0 <= min_score <= 1:
+            raise EmotionError(f"the minimum face score must lie in [0, 1], got {min_score}")
+    return name
+
+
+def make_detector(name: str | None = None, min_score: float | None = None):
+    """The named detector (default: blazeface), made once per process and setting. ``min_score``: the score a
+    BlazeFace detection needs to count as a face (default 0.5, MediaPipe's; docs/faces.md weighs faces found
+    against accuracy on them); Haar's detections carry no such 0-1 score."""
+    name = check_detector(name, min_score)
+    key = (name, None if min_score is None else float(min_score))
+    if key not in _MADE:
         if name == "blazeface":
             from emotion.faces.blazeface import BlazeFaceDetector
 
-            _MADE[name] = BlazeFaceDetector()
+            _MADE[key] = BlazeFaceDetector() if min_score is None else BlazeFaceDetector(min_score=min_score)
         else:
-            _MADE[name] = HaarDetector()
-    return _MADE[name]
+            _MADE[key] = HaarDetector()
+    return _MADE[key]
 
 
 def default_detector():

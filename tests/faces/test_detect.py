@@ -163,6 +163,38 @@ def test_predict_streams_a_folder_with_faces(face_run, faces_dir, tmp_path, caps
     assert len(table) == 13 and all(t["whole_image"] == "True" for t in table)
 
 
+def test_min_face_score_sets_the_operating_point(face_run, faces_dir, capsys):
+    """A face counts only where its detector score reaches --min-face-score; below it the image goes whole."""
+    model = str(face_run / "imageclassifier.keras")
+    assert main(["predict", "--model", model, str(faces_dir), "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    scores = sorted(r["score"] for r in rows if not r["whole_image"])
+    assert len(scores) >= 4 and scores[0] < scores[-1], scores
+    cut = (scores[len(scores) // 2 - 1] + scores[len(scores) // 2]) / 2  # about half the faces lie below it
+    assert main(["predict", "--model", model, str(faces_dir), "--json", "--min-face-score", f"{cut:.6f}"]) == 0
+    strict = json.loads(capsys.readouterr().out)
+    kept = [r for r in strict if not r["whole_image"]]
+    assert len(kept) == sum(s >= cut for s in scores) < len(scores)
+    assert all(r["score"] >= cut for r in kept)
+    assert len({r["file"] for r in strict}) == 26, "a photo with no face left still gets its whole-image row"
+
+    assert main(["test", "--model", model, "--data", str(faces_dir), "--json", "--min-face-score", f"{cut:.6f}"]) == 0
+    assert json.loads(capsys.readouterr().out)["faces"]["found"] < len({r["file"] for r in rows if not r["whole_image"]})
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("args, message", [
+    (["--min-face-score", "1.5"], "argument --min-face-score: expected a number from 0 to 1, got 1.5"),
+    (["--min-face-score", "high"], "argument --min-face-score: expected a number from 0 to 1, got 'high'"),
+    (["--detector", "haar", "--min-face-score", "0.7"], "a minimum face score applies to the blazeface detector, not haar"),
+])
+def test_bad_min_face_score_is_one_line_before_any_model_loads(tmp_path, capsys, args, message):
+    img = write_image(tmp_path / "x.png")
+    rc = main(["predict", "--model", str(tmp_path / "no.keras"), str(img), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and message in err[0], err
+
+
 @pytest.mark.once
 def test_predict_checks_paths_before_loading_a_model(capsys, tmp_path):
     rc = main(["predict", "--model", str(tmp_path / "no.keras"), str(tmp_path / "missing-folder")])
