@@ -400,7 +400,8 @@ def cmd_test(args) -> int:
         clf.model = with_flip_tta(clf.model)
     faces = args.faces or ("crop" if clf.face_model else "none")
     folder = load_folder(base, names, clf.image_size, clf.color, args.cache, faces=faces,
-                         detector=clf.detector if faces == "crop" else None, max_image_mb=args.max_image_mb, progress=False if args.quiet else None)
+                         detector=clf.detector if faces == "crop" else None, max_image_mb=args.max_image_mb,
+                         progress=False if args.quiet else None)
     for path, reason in folder.invalid:
         print(f"emotion: skipped invalid file: {_text(path)}: {reason}", file=sys.stderr)
     if not len(folder):

@@ -687,7 +687,8 @@ def load_folder(base: str | Path, class_names, image_size: int, color: str = "rg
                 faces: str = "none", no_face: str = "keep", detector: str | None = None,
                 max_image_mb: float = MAX_IMAGE_MB, progress: bool | None = None) -> Folder:
     """Decode every file of ``base/<class>/`` once; later calls with unchanged files read the disk cache.
-    ``faces="crop"``: each image is its largest face (`emotion.faces.detect`), see `decode_files`.
+    ``faces="crop"``: each image is its largest face (`emotion.faces.detect`), see `decode_files`; ``detector``:
+    a detector's name (None: the default) or a detector (`Predictor.detector`, with its minimum face score).
     A cache entry is used only when it checks out (shape, dtype, labels, checksum); otherwise it is rebuilt.
     ``progress``: a progress line on stderr while decoding (None: where stderr is a terminal)."""
     base = Path(base)
