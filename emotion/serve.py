@@ -16,8 +16,10 @@ truncated file) is answered 400 on its own: the rest of its batch is not affecte
 batch on an exception raised by decode_request, so decode errors travel as values instead).
 
 SIGTERM drains: the HTTP processes stop accepting, finish the requests they hold, then the workers stop, and
-the command exits 0. ``EMOTION_SERVE_BATCH_LOG=FILE`` makes each worker append "images crops" per model call
-(how tests and `emotion serve-bench` see the batches that formed).
+the command exits 0. ``EMOTION_SERVE_BATCH_LOG=FILE`` makes each worker append a line per model call: "images crops
+decode_ms detect_ms model_ms" (the batch's images and face crops; the worker's wall time decoding its requests,
+finding and cropping their faces, and in the model: how tests and `emotion serve-bench` see the batches that formed
+and where the worker's time goes).
 """
 
 from __future__ import annotations
@@ -206,6 +208,7 @@ class EmotionAPI(ls.LitAPI):
         self.backend = backend  # picked in the worker: the HTTP processes never import a framework
         self.error_file = error_file  # where setup() leaves its one-line error for the main process
         self.batch_log = os.environ.get("EMOTION_SERVE_BATCH_LOG")
+        self._decode_s = 0.0  # decode_request's time since the last batch (for the batch log)
 
     def setup(self, device):
         try:
@@ -236,12 +239,15 @@ class EmotionAPI(ls.LitAPI):
     def decode_request(self, request, **kwargs):
         from emotion.data.datamodule import decode_image
 
+        t0 = time.perf_counter()
         try:
             return decode_image(request["image"], "rgb", MAX_SIDE), request.get("faces")
         except ValueError as e:
             if "decompression bomb" in str(e):
                 return Rejected(413, "image too large (decompression bomb guard)")
             return Rejected(400, f"cannot read image: {e}")
+        finally:
+            self._decode_s += time.perf_counter() - t0
 
     def batch(self, inputs):
         return list(inputs)
@@ -262,12 +268,17 @@ class EmotionAPI(ls.LitAPI):
             return x if isinstance(x, Rejected) else self.clf.inputs(*x)
 
         # the images' face searches in threads, as `predict_files` does (the detectors keep one interpreter a thread)
+        t0 = time.perf_counter()
         found = list(self.pool.map(faces_of, images)) if len(images) > 1 else [faces_of(x) for x in images]
         crops = [inp for f in found if not isinstance(f, Rejected) for _, inp in f]
+        t1 = time.perf_counter()
         probs = iter(self._probabilities(np.stack(crops)) if crops else [])
         if self.batch_log:
+            t2 = time.perf_counter()
             with open(self.batch_log, "a") as log_file:
-                log_file.write(f"{sum(not isinstance(f, Rejected) for f in found)} {len(crops)}\n")
+                log_file.write(f"{sum(not isinstance(f, Rejected) for f in found)} {len(crops)} "
+                               f"{1000 * self._decode_s:.2f} {1000 * (t1 - t0):.2f} {1000 * (t2 - t1):.2f}\n")
+        self._decode_s = 0.0
         return [f if isinstance(f, Rejected) else
                 [self.clf._face_row(face, i, next(probs)) for i, (face, _) in enumerate(f)] for f in found]
 

@@ -206,8 +206,11 @@ def test_concurrent_requests_form_batches(server):
     with ThreadPoolExecutor(16) as pool:
         answers = list(pool.map(server.post, images))
     assert [r.status_code for r in answers] == [200] * 16
-    sizes = [int(line.split()[0]) for line in server.batch_log.read_text().split("\n") if line]
+    calls = [[float(v) for v in line.split()] for line in server.batch_log.read_text().split("\n") if line]
+    sizes = [int(c[0]) for c in calls]
     assert sum(sizes) == 16, sizes  # every request in exactly one model call
+    assert all(len(c) == 5 and c[1] >= c[0] and min(c[2:]) >= 0 and c[4] > 0 for c in calls), calls
+    assert sum(c[2] for c in calls) > 0 and sum(c[3] for c in calls) > 0, "decode and face times are logged"
     assert 1 < max(sizes) <= 8, f"no batch formed (or one over --max-batch-size 8): {sizes}"
     assert len(sizes) < 16
 
@@ -369,7 +372,8 @@ def test_sizes_and_the_bench_report(tmp_path):
         with pytest.raises(EmotionError):
             parse_bytes(bad)
     rows = [{"server": s, "workload": w, "clients": c, "requests": 10, "errors": 0, "seconds": 1, "rps": rps,
-             "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": p99, "mean_batch": None, "max_batch": None, "rss_mb": 900.0}
+             "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": p99, "mean_batch": None, "max_batch": None, "rss_mb": 900.0,
+             "worker_ms_per_request": {"decode": 1.3, "faces": 11.0, "model": 3.5}}
             for w in ("face crops", "photos") for c in (1, 32)
             for s, rps, p99 in (("batched", 90.0 if c == 32 else 30.0, 80.0), ("unbatched", 30.0, 150.0))]
     t = serve_bench.targets(rows)
@@ -383,6 +387,7 @@ def test_sizes_and_the_bench_report(tmp_path):
               "servers": {"batched": {"max_batch_size": 32, "startup_s": 1, "idle_rss_mb": 1, "exit_code": 0}}}
     md = serve_bench.markdown(result)
     assert md.count("\n| face crops |") == 4 and "NOT met" in md
+    assert md.count("| 1.3 / 11.0 / 3.5 |") == 8, "each row says where the worker's time went"
     serve_bench.plot(rows, tmp_path / "p.png")
     assert (tmp_path / "p.png").stat().st_size > 1000
     assert serve_bench.tree_rss_mb(os.getpid()) > 10

@@ -6,7 +6,8 @@ concurrent clients for ``--seconds`` per level (each client posts, waits for the
 workloads: face crops (small synthetic faces, 64-96 px, posted to /predict?faces=none as a client that crops
 its own faces would: no detection) and photos (640x480 synthetic scenes with faces in them, or the images of
 ``--data``, posted to /predict: faces found, the largest classified). Per level: requests/s, latency p50/p95/p99, errors, the mean number of
-images per model call (from the server's EMOTION_SERVE_BATCH_LOG), and the peak resident memory of the
+images per model call and where the inference worker's time goes per request (decode, find faces and crop, model;
+both from the server's EMOTION_SERVE_BATCH_LOG), and the peak resident memory of the
 server's process tree (the sum of VmRSS over its processes, shared pages counted in each). The client runs on
 the same machine and takes CPU from the server: the numbers are for this machine, as loaded as it is. The
 load comes from a lean asyncio HTTP/1.1 client (``--client raw``, ~0.3 ms of CPU per request); httpx.AsyncClient
@@ -169,9 +170,10 @@ class ServerProcess:
             time.sleep(0.25)
         self.startup_s = time.perf_counter() - t0
 
-    def batches(self) -> list[int]:
+    def batches(self) -> list[list[float]]:
+        """A row per model call: images, crops, then the worker's decode, face and model milliseconds."""
         text = self.batch_log.read_text() if self.batch_log.exists() else ""
-        return [int(line.split()[0]) for line in text.splitlines() if line.strip()]
+        return [[float(v) for v in line.split()] for line in text.splitlines() if line.strip()]
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:
@@ -261,12 +263,15 @@ async def drive(server: ServerProcess, bodies: list[bytes], path: str, clients: 
         await asyncio.gather(sample(), *(one(k) for k in range(clients)))
         elapsed = time.perf_counter() - t0
         client_cpu = time.process_time() - cpu0
-    sizes = server.batches()[start:]
+    calls = np.array(server.batches()[start:]).reshape(-1, 5)
+    sizes, images = calls[:, 0], max(1.0, calls[:, 0].sum())
+    stages = {k: round(float(calls[:, i].sum() / images), 2) for i, k in ((2, "decode"), (3, "faces"), (4, "model"))}
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
     return {"clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(elapsed, 2),
             "rps": len(latencies) / elapsed, "p50_ms": float(np.percentile(lat, 50)),
             "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)),
-            "mean_batch": float(np.mean(sizes)) if sizes else None, "max_batch": max(sizes) if sizes else None,
+            "mean_batch": float(np.mean(sizes)) if len(sizes) else None,
+            "max_batch": int(max(sizes)) if len(sizes) else None, "worker_ms_per_request": stages,
             "rss_mb": round(peak_rss, 1), "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, len(latencies)), 2)}
 
 
@@ -345,12 +350,18 @@ def markdown(result) -> str:
         + f"; crops are posted to /predict?faces=none (no detection), photos to /predict (faces found); "
         f"photos: {result['photos_from']}. The client ({result['client']}) runs on the same CPUs.", "",
         "| workload | server | clients | req/s | p50 ms | p95 ms | p99 ms | errors | images/model call "
-        "| server RSS MB |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+        "| worker ms/request: decode / faces / model | server RSS MB |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in result["rows"]:
         batch = f"{r['mean_batch']:.1f}" if r["mean_batch"] is not None else "-"
+        w = r["worker_ms_per_request"]
         lines.append(f"| {r['workload']} | {r['server']} | {r['clients']} | {r['rps']:.1f} | {r['p50_ms']:.1f} "
-                     f"| {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {batch} | {r['rss_mb']:.0f} |")
+                     f"| {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {batch} "
+                     f"| {w['decode']:.1f} / {w['faces']:.1f} / {w['model']:.1f} | {r['rss_mb']:.0f} |")
+    lines += ["", "Worker ms/request: the inference worker's wall time per request, from its batch log: decoding the "
+                  "image, finding and cropping its faces (a batch's images in threads; crops are only resized) and the "
+                  "model call (one per batch, its time shared by the batch's requests). The rest of a request's "
+                  "latency is HTTP, LitServe's queues and waiting for the worker."]
     t = result["targets"]
     if t:
         lines += ["", f"Targets (face crops, 32 clients): batched/unbatched requests/s = "
