@@ -94,7 +94,7 @@ def _model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
     p.add_argument("--detector", choices=DETECTORS, help="face detector (default: blazeface; docs/faces.md)")
     p.add_argument("--min-face-score", type=_fraction, metavar="S",
                    help="the BlazeFace score a detection needs to count as a face, 0-1 (default 0.5): higher finds "
-                        "fewer faces and is more often right on them (docs/faces.md, 'Operating point')")
+                        "fewer faces and is more often right on them (README, 'The operating point')")
     _max_model_arg(p)
     if runtime:
         p.add_argument("--runtime", choices=RUNTIMES,
