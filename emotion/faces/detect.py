@@ -10,7 +10,8 @@ Training (`--faces crop`), `emotion test`, `emotion predict`, `emotion video` an
 Two detectors, neither downloading anything at run time (docs/faces.md measures them and the alternatives):
 - ``blazeface`` (default): MediaPipe's BlazeFace back-camera model, a 315 KB .tflite shipped inside this
   package (`emotion/shipped/detectors/`), run by the LiteRT interpreter (`ai-edge-litert`, from the package
-  index). On the seed's 301 web photos it found a face in 242 (Haar: 169) at ~11 ms per 640x480 frame (Haar ~140).
+  index). On the seed's 301 web photos it found a face of 20 px or more (`MIN_FACE_SIDE`) in 222 (Haar: 151) at
+  ~6-11 ms per photo (Haar ~50-140).
 - ``haar``: OpenCV's Haar cascade for frontal faces, whose XML ships inside the `opencv-python-headless` 4.x
   wheel (5.0's wheels have an empty `cv2/data`, hence the `<5` pin).
 """
@@ -33,6 +34,12 @@ from emotion.errors import EmotionError
 # have their own framing, so each detector has its margin (HaarDetector.margin, BlazeFaceDetector.margin),
 # chosen with the FER2013 model on the seed's web photos (docs/faces.md); this is the crop function's default.
 MARGIN = 0.15
+# The smallest face either detector reports: its box's longer side, in the image's own pixels. A smaller face
+# holds too few pixels for an expression (the crop is blown up to the model's 48 px from under 20): out of fold
+# on the seed's web photos the 19 faces BlazeFace found under 16 px were classified at chance (10 of 19 right)
+# against 0.91 for the rest (docs/faces.md). 20 px is MTCNN's default minimum face size; such a photo is then
+# classified whole, as one with no face. Pass ``min_side=0`` to a detector to keep every face.
+MIN_FACE_SIDE = 20
 FACE_MODES = ("largest", "all", "none")  # what `predict`/`video`/`serve` classify in an image
 TRAIN_MODES = ("none", "crop", "given")  # data.faces: whole images | crop the largest face | already face crops
 
@@ -89,7 +96,8 @@ class HaarDetector:
     """OpenCV's Haar cascade on a grey copy of the image scaled so its longer side is ``side`` pixels
     (small images are scaled up: web thumbnails hold faces of 30 px), then boxes mapped back to the image.
 
-    ``min_size`` is the smallest face, as a share of the longer side (0.05: 32 px at 640). One cascade
+    ``min_size`` is the smallest face searched for, as a share of the scaled longer side (0.05: 32 px at 640);
+    ``min_side`` the smallest kept, in the image's own pixels (`MIN_FACE_SIDE`). One cascade
     object per thread: OpenCV's `CascadeClassifier` is not safe to share between threads.
     """
 
@@ -97,14 +105,17 @@ class HaarDetector:
     margin = 0.15  # Haar's boxes run brow to mouth
 
     def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", side: int = 640,
-                 scale_factor: float = 1.1, min_neighbors: int = 5, min_size: float = 0.04):
+                 scale_factor: float = 1.1, min_neighbors: int = 5, min_size: float = 0.04,
+                 min_side: int = MIN_FACE_SIDE):
         self.path = cascade_path(cascade)
         self.side, self.scale_factor, self.min_neighbors, self.min_size = side, scale_factor, min_neighbors, min_size
+        self.min_side = int(min_side)
         self._local = threading.local()
 
     def settings(self) -> dict:
         return {"detector": self.name, "margin": self.margin, "cascade": self.path.name, "side": self.side,
-                "scale_factor": self.scale_factor, "min_neighbors": self.min_neighbors, "min_size": self.min_size}
+                "scale_factor": self.scale_factor, "min_neighbors": self.min_neighbors, "min_size": self.min_size,
+                "min_side": self.min_side}
 
     def _cascade(self):
         import cv2
@@ -135,7 +146,8 @@ class HaarDetector:
         for (x, y, bw, bh), score in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1),
                                          strict=True):
             box = (int(round(x / scale)), int(round(y / scale)), int(round(bw / scale)), int(round(bh / scale)))
-            faces.append(Face(box, float(score)))
+            if max(box[2], box[3]) >= self.min_side:
+                faces.append(Face(box, float(score)))
         return sorted(faces, key=lambda f: (-f.area, -f.score))
 
 

@@ -127,6 +127,27 @@ def test_boxes_map_back_through_the_letterbox(detectors, cartoons, size, offset)
         assert 0.5 * box[2] <= hits[0].box[2] <= 1.5 * box[2], (i, hits[0].box, box)
 
 
+def test_faces_too_small_to_read_are_dropped(detectors, cartoons):
+    """A cartoon face shrunk until its box is under MIN_FACE_SIDE: found with min_side=0, not by default, and
+    `face_inputs` then classifies the image whole; the same face a little larger is kept."""
+    from emotion.faces.detect import MIN_FACE_SIDE, face_inputs
+
+    keep_all = BlazeFaceDetector(min_side=0)
+    for i in (0, 1, 2):
+        img = cartoons[i][0]
+        for side, small in ((32, True), (60, False)):
+            canvas = Image.new("RGB", (160, 120), (128, 128, 128))
+            canvas.paste(img.resize((side, side), Image.Resampling.BILINEAR), (10, 10))
+            a = np.asarray(canvas)
+            every = keep_all.detect(a)
+            assert len(every) == 1, (i, side, every)
+            assert (max(every[0].box[2:]) < MIN_FACE_SIDE) == small, (i, side, every[0].box)
+            assert detectors["back"].detect(a) == ([] if small else every)
+            face, x = face_inputs(a, 48, "grayscale", "largest", detectors["back"])[0]
+            assert (face is None) == small and x.shape == (48, 48, 1)
+    assert BlazeFaceDetector(min_side=0).settings() != detectors["back"].settings()
+
+
 def test_one_interpreter_per_thread(detectors, cartoons):
     d = BlazeFaceDetector("back")
     imgs = [np.asarray(img) for img, _ in cartoons[:6]]

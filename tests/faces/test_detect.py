@@ -51,6 +51,24 @@ def test_detector_finds_drawn_faces_where_they_are():
 
 
 @pytest.mark.once
+def test_haar_drops_faces_under_min_side():
+    """The same drawn faces, shrunk: Haar with min_side=0 finds some under MIN_FACE_SIDE px, the default none."""
+    from emotion.faces.detect import MIN_FACE_SIDE
+
+    keep_all, default = HaarDetector(min_side=0), HaarDetector()
+    small = kept = 0
+    for image, _ in drawn_faces(12):
+        for side in (24, 48):  # Haar's boxes: 17-20 px, then 36-41 px
+            shrunk = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+            every = keep_all.detect(shrunk)
+            small += sum(max(f.box[2:]) < MIN_FACE_SIDE for f in every)
+            assert default.detect(shrunk) == [f for f in every if max(f.box[2:]) >= MIN_FACE_SIDE]
+            kept += len(default.detect(shrunk))
+    assert small > 0 and kept > 0, (small, kept)
+    assert default.settings()["min_side"] == MIN_FACE_SIDE
+
+
+@pytest.mark.once
 def test_detector_finds_nothing_in_noise_or_flat_images():
     detector = HaarDetector()
     rng = np.random.default_rng(0)
