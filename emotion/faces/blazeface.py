@@ -212,7 +212,7 @@ class BlazeFaceDetector:
             (bx0, by0), (bx1, by1) = p[0], p[1]
             x0, y0 = int(np.clip(round(float(bx0)), 0, w)), int(np.clip(round(float(by0)), 0, h))
             x1, y1 = int(np.clip(round(float(bx1)), 0, w)), int(np.clip(round(float(by1)), 0, h))
-            if x1 > x0 and y1 > y0 and max(x1 - x0, y1 - y0) >= self.min_side:
+            if x1 > x0 and y1 > y0:
                 eyes = tuple((round(float(ex), 1), round(float(ey), 1)) for ex, ey in p[2:4])
                 faces.append(Face((x0, y0, x1 - x0, y1 - y0), float(score), eyes))
-        return sorted(faces, key=lambda f: (-f.area, -f.score))
+        return sorted((f for f in faces if f.side >= self.min_side), key=lambda f: (-f.area, -f.score))

@@ -55,6 +55,11 @@ class Face:
         return self.box[2] * self.box[3]
 
     @property
+    def side(self) -> int:
+        """The box's longer side: what `MIN_FACE_SIDE` bounds."""
+        return max(self.box[2], self.box[3])
+
+    @property
     def roll(self) -> float:
         """Degrees the eye line is tilted from horizontal (0 without eyes): `crop` turns the face upright."""
         if self.eyes is None:
@@ -146,9 +151,8 @@ class HaarDetector:
         for (x, y, bw, bh), score in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1),
                                          strict=True):
             box = (int(round(x / scale)), int(round(y / scale)), int(round(bw / scale)), int(round(bh / scale)))
-            if max(box[2], box[3]) >= self.min_side:
-                faces.append(Face(box, float(score)))
-        return sorted(faces, key=lambda f: (-f.area, -f.score))
+            faces.append(Face(box, float(score)))
+        return sorted((f for f in faces if f.side >= self.min_side), key=lambda f: (-f.area, -f.score))
 
 
 DETECTORS = ("blazeface", "haar")

@@ -61,8 +61,8 @@ def test_haar_drops_faces_under_min_side():
         for side in (24, 48):  # Haar's boxes: 17-20 px, then 36-41 px
             shrunk = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
             every = keep_all.detect(shrunk)
-            small += sum(max(f.box[2:]) < MIN_FACE_SIDE for f in every)
-            assert default.detect(shrunk) == [f for f in every if max(f.box[2:]) >= MIN_FACE_SIDE]
+            small += sum(f.side < MIN_FACE_SIDE for f in every)
+            assert default.detect(shrunk) == [f for f in every if f.side >= MIN_FACE_SIDE]
             kept += len(default.detect(shrunk))
     assert small > 0 and kept > 0, (small, kept)
     assert default.settings()["min_side"] == MIN_FACE_SIDE
