@@ -19,6 +19,7 @@ from emotion.data.synth import face  # noqa: E402
 from emotion.errors import EmotionError  # noqa: E402
 from emotion.faces import blazeface  # noqa: E402
 from emotion.faces.blazeface import MODELS, BlazeFaceDetector, ssd_anchors, weighted_nms  # noqa: E402
+from emotion.faces.detect import MIN_FACE_SIDE, face_inputs  # noqa: E402
 
 pytestmark = pytest.mark.once  # touches no Keras backend: `nox -s tests` runs it once
 
@@ -130,8 +131,6 @@ def test_boxes_map_back_through_the_letterbox(detectors, cartoons, size, offset)
 def test_faces_too_small_to_read_are_dropped(detectors, cartoons):
     """A cartoon face shrunk until its box is under MIN_FACE_SIDE: found with min_side=0, not by default, and
     `face_inputs` then classifies the image whole; the same face a little larger is kept."""
-    from emotion.faces.detect import MIN_FACE_SIDE, face_inputs
-
     keep_all = BlazeFaceDetector(min_side=0)
     for i in (0, 1, 2):
         img = cartoons[i][0]
