@@ -168,7 +168,10 @@ def _args_test(p):
                    help="which split of a train/ val/ test/ folder (default: test)")
     p.add_argument("--tta-flip", action="store_true",
                    help="score the mean of the model on each image and its mirror")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--restrict", action="store_true",
+                   help="predict the top class among the folder's classes only (an eight-emotion model answers "
+                        "happy vs sad on a happy/sad folder); default: among all the model's classes, so a face "
+                        "predicted as a class with no folder counts as wrong")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
 
 
@@ -376,24 +379,31 @@ def cmd_data(args) -> int:
 def cmd_test(args) -> int:
     import numpy as np
 
-    from emotion.data.datamodule import class_folders, is_presplit, load_folder
+    from emotion.data.datamodule import class_folders, is_presplit, load_folder, subdirs
     from emotion.infer import Predictor
-    from emotion.metrics import score
+    from emotion.metrics import score_classes
 
     root = Path(args.data)
-    names = class_folders(root, args.classes)  # data errors before the model loads
-    clf = Predictor.load(args.model, detector=args.detector, limits=_limits(args), min_face_score=args.min_face_score)
-    if args.classes is None and not any(c.startswith("class_") for c in clf.class_names):
-        names = class_folders(root, clf.class_names)
-    if len(names) != len(clf.class_names):
-        raise EmotionError(f"the model knows {len(clf.class_names)} classes {clf.class_names}, "
-                           f"the data has {len(names)}: {names}")
+    class_folders(root, args.classes)  # data errors before the model loads
     if is_presplit(root):
         base = root / (args.split or "test")
     elif args.split:
         raise EmotionError(f"--split needs a folder with train/ val/ test/ in it; {root} has class folders")
     else:
         base = root
+    names = sorted(dict.fromkeys(args.classes)) if args.classes else subdirs(base)
+    clf = Predictor.load(args.model, detector=args.detector, limits=_limits(args), min_face_score=args.min_face_score)
+    known = clf.class_names
+    if any(c.startswith("class_") for c in known):  # a model without class names: the folders in order
+        if len(names) != len(known):
+            raise EmotionError(f"the model knows {len(known)} classes {known}, the data has {len(names)}: {names}")
+        known = names
+    unknown = [c for c in names if c not in known]
+    if unknown:
+        raise EmotionError(f"class folder(s) {unknown} in {base} are not classes of the model, which knows: "
+                           f"{', '.join(known)}")
+    if args.restrict and len(names) < 2:
+        raise EmotionError(f"--restrict needs at least two class folders in {base}, found {names}")
     if args.tta_flip and not any(layer.name == "flip_tta" for layer in clf.model.layers):
         from emotion.models.presets import with_flip_tta
 
@@ -407,9 +417,13 @@ def cmd_test(args) -> int:
     if not len(folder):
         raise EmotionError(f"no valid images in {base}")
     probs = clf.probabilities(folder.images)
-    binary = probs.shape[1] == 2
-    result = score(probs[:, 1] if binary else probs, folder.labels, names)
+
+    def score(p, labels):
+        return score_classes(p, labels, names, known, restrict=args.restrict)
+
+    result = score(probs, folder.labels)
     result.update({"model": str(args.model or "happy-sad (shipped)"), "data": str(base), "class_names": names,
+                   "model_classes": list(known), "restrict": bool(args.restrict),
                    "invalid_files": len(folder.invalid)})
     fmt = _figure
     if faces == "crop":
@@ -418,8 +432,7 @@ def cmd_test(args) -> int:
         result["faces"] = {"mode": "crop", "found": int(on_faces.sum()), "kept_whole": len(whole),
                            "found_share": float(on_faces.mean())}
         if on_faces.any():
-            part = probs[on_faces]
-            result["on_faces"] = score(part[:, 1] if binary else part, folder.labels[on_faces], names)
+            result["on_faces"] = score(probs[on_faces], folder.labels[on_faces])
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -427,7 +440,8 @@ def cmd_test(args) -> int:
         print(f"accuracy {result['accuracy']:.4f}  balanced accuracy {result['balanced_accuracy']:.4f}  "
               f"precision {fmt(result['precision'])}  recall {fmt(result['recall'])}  f1 {fmt(result['f1'])}  "
               f"macro f1 {fmt(result['f1_macro'])}  loss {result['loss']:.4f}")
-        print(f"confusion matrix (rows true {names}, columns predicted): {result['confusion_matrix']}")
+        print(f"confusion matrix (rows true {names}, columns predicted {result['predicted_classes']}): "
+              f"{result['confusion_matrix']}")
         if "faces" in result:
             f = result["faces"]
             line = f"faces found in {f['found']} of {result['n']} images ({f['found_share']:.1%}); the rest scored whole"

@@ -146,6 +146,9 @@ class DataConfig:
     no_face: str = opt("keep", "with --faces crop, an image where no face is found: keep it whole or skip it",
                        choices=("keep", "skip"))
     detector: str = opt("blazeface", "face detector for --faces crop (docs/faces.md)", choices=("blazeface", "haar"))
+    votes: str | None = opt(None, "a CSV of each face's votes (FER+'s votes.csv: split, file, one column a class): "
+                            "train on the vote distribution instead of the folder's label (validation and test "
+                            "keep the folders' labels)", metavar="CSV")
     mix_in: str | None = opt(None, "a second folder of class subfolders (its train/ where pre-split) whose images join "
                              "the training split only, never val or test: e.g. the data the --init-from model "
                              "learned, so that fine-tuning keeps it (rehearsal)", metavar="DIR")

@@ -118,3 +118,55 @@ def score(probs, labels, class_names) -> dict:
     if warnings:
         out["warnings"] = warnings
     return out
+
+
+def score_classes(probs, labels, folder_names, model_names, restrict: bool = False) -> dict:
+    """`score` for a folder whose classes are a subset of a model's, matched by name.
+
+    ``probs``: (n, k) probabilities over ``model_names``; ``labels``: each image's index in ``folder_names``.
+    Without ``restrict`` the prediction is the top class among all the model's, so a face predicted as a class
+    that has no folder counts as wrong, and the confusion matrix has a row per folder class and a column per
+    model class. With ``restrict`` the prediction is the top class among the folder's classes only (the
+    probabilities renormalised over them): an eight-emotion model answers happy vs sad on a happy/sad folder.
+    ``balanced_accuracy`` is the mean recall over the folder's classes; ``predicted_classes`` names the columns.
+
+        score_classes(probs8, labels, ["happy", "sad"], EIGHT, restrict=True)["balanced_accuracy"]
+    """
+    probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=int)
+    cols = [model_names.index(c) for c in folder_names]
+    if restrict or cols == list(range(len(model_names))):
+        part = probs[:, cols]
+        if restrict:
+            part = part / np.maximum(part.sum(1, keepdims=True), EPS)
+        out = score(part[:, 1] if len(cols) == 2 else part, labels, folder_names)
+        out["predicted_classes"] = list(folder_names)
+        return out
+    k, m = len(folder_names), len(model_names)
+    pred = probs.argmax(-1)
+    cm = np.zeros((k, m), dtype=int)
+    np.add.at(cm, (labels, pred), 1)
+    right = cm[np.arange(k), cols]
+    p = np.clip(probs[np.arange(len(labels)), np.asarray(cols)[labels]], EPS, 1.0)
+    per_class, warnings = {}, []
+    for i, c in enumerate(folder_names):
+        tp, predicted, support = right[i], cm[:, cols[i]].sum(), cm[i].sum()
+        per_class[c] = {"precision": _ratio(tp, predicted), "recall": _ratio(tp, support),
+                        "f1": _ratio(2 * tp, predicted + support), "support": int(support)}
+        if not support:
+            warnings.append(f"class {c!r} has no images here: its recall is undefined (null)")
+    present = [v for v in per_class.values() if v["support"]]
+    out = {
+        "accuracy": _ratio(right.sum(), cm.sum()) or 0.0,
+        "balanced_accuracy": float(np.mean([v["recall"] for v in present])) if present else 0.0,
+        **{f: _mean(v[f] for v in per_class.values()) for f in ("precision", "recall", "f1")},
+        "f1_macro": _mean(v["f1"] for v in per_class.values()),
+        "loss": float(-np.mean(np.log(p))) if len(labels) else 0.0,
+        "n": int(len(labels)),
+        "vs_majority": vs_majority(int(right.sum()), int(cm.sum()), int(cm.sum(axis=1).max()) if k else 0),
+        "confusion_matrix": cm.tolist(),
+        "predicted_classes": list(model_names),
+        "per_class": per_class,
+    }
+    if warnings:
+        out["warnings"] = warnings
+    return out

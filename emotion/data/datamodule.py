@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from emotion.config import DataConfig
+from emotion.data.votes import read_votes, soft_targets
 from emotion.errors import EmotionError
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is invalid, never silently half-grey
@@ -230,8 +231,12 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _subdirs(path: Path) -> list[str]:
+def subdirs(path: Path) -> list[str]:
+    """The sorted names of ``path``'s visible subfolders (its class folders)."""
     return sorted(p.name for p in path.iterdir() if p.is_dir() and not _is_hidden(p.name))
+
+
+_subdirs = subdirs
 
 
 def _files_under(folder: Path) -> list[Path]:
@@ -821,7 +826,10 @@ def make_batches(images, labels, batch_size: int, shuffle: bool = False, seed: i
             x = np.asarray(self.images[idx], dtype=np.float32)  # reads just these rows of a memory-mapped cache
             release_pages(self.images)
             y = self.labels[idx]
-            y = y.astype(np.float32)[:, None] if num_classes == 2 else np.eye(num_classes, dtype=np.float32)[y]
+            if y.ndim == 2:  # soft targets (data.votes): a distribution a row
+                y = y[:, 1:2].astype(np.float32) if num_classes == 2 else y.astype(np.float32)
+            else:
+                y = y.astype(np.float32)[:, None] if num_classes == 2 else np.eye(num_classes, dtype=np.float32)[y]
             return x, y
 
         def on_epoch_end(self):
@@ -850,6 +858,7 @@ class EmotionDataModule:
         self.no_face: list[str] = []  # faces="crop": kept whole, no face found
         self.skipped: list[str] = []  # faces="crop", no_face="skip": left out, no face found
         self.mixed_in = 0  # data.mix_in: images of that folder in the training split
+        self.train_targets: np.ndarray | None = None  # data.votes: soft targets of the training images
 
     def _load(self, base: Path) -> Folder:
         cfg = self.cfg
@@ -902,6 +911,7 @@ class EmotionDataModule:
         in the configured train:val proportion. A pre-split folder pools its train/ and val/ (never test/)."""
         cfg = self.cfg
         self.class_names = class_folders(self.root, cfg.classes)
+        votes = self._read_votes()
         if is_presplit(self.root):
             pool = self._load(self.root / "train").concat(self._load(self.root / "val"))
         else:
@@ -916,12 +926,14 @@ class EmotionDataModule:
         self.train = pool.subset(rest[inner["train"]])
         self.val, self.test = pool.subset(rest[inner["val"]]), pool.subset(test)
         self._check_classes(self.train)
+        self._votes(votes, is_presplit(self.root))
         self._mix_in()
         return self
 
     def setup(self) -> EmotionDataModule:
         cfg = self.cfg
         self.class_names = class_folders(self.root, cfg.classes)
+        votes = self._read_votes()
         load = self._load
         if is_presplit(self.root):
             for s in SPLITS:
@@ -940,8 +952,20 @@ class EmotionDataModule:
             parts = {s: everything.subset(idx[s]) for s in SPLITS}
         self.train, self.val, self.test = parts["train"], parts["val"], parts["test"]
         self._check_classes(self.train)
+        self._votes(votes, is_presplit(self.root))
         self._mix_in()
         return self
+
+    def _votes(self, table: dict | None, presplit: bool) -> None:
+        """``data.votes``: the training images' targets from the votes table (`emotion.data.votes`)."""
+        self.train_targets = None
+        if table is not None:
+            self.train_targets = soft_targets(table, self.train.paths, self.train.labels, self.num_classes,
+                                              presplit)
+
+    def _read_votes(self) -> dict | None:
+        """The votes file read and checked before any image is decoded (its errors come first)."""
+        return read_votes(self.cfg.votes, self.class_names) if self.cfg.votes else None
 
     def _check_classes(self, folder: Folder) -> None:
         empty = [c for c, n in folder.counts().items() if n == 0]
@@ -961,7 +985,11 @@ class EmotionDataModule:
 
     def dataloader(self, split: str, shuffle: bool = False):
         part = getattr(self, split)
-        return make_batches(part.images, part.labels, self.cfg.batch_size, shuffle, self.seed, self.num_classes)
+        labels = part.labels
+        if split == "train" and self.train_targets is not None:  # mixed-in images keep their folders' labels
+            extra = np.eye(self.num_classes, dtype=np.float32)[part.labels[len(self.train_targets):]]
+            labels = np.concatenate([self.train_targets, extra])
+        return make_batches(part.images, labels, self.cfg.batch_size, shuffle, self.seed, self.num_classes)
 
     def train_dataloader(self):
         return self.dataloader("train", shuffle=True)

@@ -155,6 +155,8 @@ def fingerprint(cfg: Config, dm: EmotionDataModule) -> str:
     for split in ("train", "val", "test"):
         part = getattr(dm, split)
         data.update(json.dumps([split, list(part.digests), part.labels.tolist()]).encode())
+    if dm.train_targets is not None:  # data.votes: the targets trained on, by content
+        data.update(dm.train_targets.tobytes())
     sizes = ", ".join(f"{k} {v}" for k, v in dm.split_sizes().items())
     return json.dumps({"settings": hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
                        .hexdigest()[:12], "data": f"{data.hexdigest()[:12]} ({sizes})"})
