@@ -1,6 +1,5 @@
 """FER+-style votes: the file read, matched by split and file name, and turned into soft training targets."""
 
-import numpy as np
 import pytest
 from conftest import write_image
 
