@@ -5,7 +5,7 @@ framework reads at import time (JAX's memory preallocation, TensorFlow's log lev
 what can only be set once the framework is imported (TensorFlow memory growth, determinism, PyTorch threads),
 and `describe()` reports the backend, its framework version and its devices for ``metrics.json``.
 
-    import backends
+    from emotion import backends
     backends.select("jax")          # before `import keras`
     import keras
     backends.configure(deterministic=True)
@@ -41,7 +41,7 @@ def installed() -> list[str]:
 
 
 def _module(name: str):
-    return importlib.import_module(f"backends.{name}")
+    return importlib.import_module(f"emotion.backends.{name}")
 
 
 def _keras_config_backend() -> str | None:

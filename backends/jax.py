@@ -9,7 +9,7 @@ Speed (see docs/performance.md; ``EMOTION_FAST_KERNELS=0`` turns them off): XLA:
 
 import os
 
-from backends import fast_kernels, leave_tensorflow_unimported
+from emotion.backends import fast_kernels, leave_tensorflow_unimported
 
 # XLA:CPU runs convolutions through its YNNPACK library path once any YNN fusion type is enabled: the seed
 # CNN's convolutions (forward and both gradients) run ~2-3x faster than the default emitter. Same math.
@@ -257,8 +257,7 @@ def initialize_processes(num_processes: int, process_id: int, coordinator: str) 
     where one process per host should train on every GPU of its host. (Keras's call also agrees on a random
     seed across processes when none is set; `emotion fit` always sets one.)"""
     import jax
-
-    from backends import BackendError
+    from emotion.backends import BackendError
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
@@ -281,9 +280,8 @@ def _timeout(name: str, default: int) -> int:
 def exchange(text: str) -> list[str]:
     """Every process's ``text``, in process order (`backends.exchange`): one allgather of a byte buffer."""
     import numpy as np
+    from emotion.backends import EXCHANGE_BYTES
     from jax.experimental import multihost_utils
-
-    from backends import EXCHANGE_BYTES
 
     data = text.encode()[:EXCHANGE_BYTES]
     buf = np.zeros(EXCHANGE_BYTES + 4, np.uint8)
@@ -305,8 +303,7 @@ def data_parallel(devices: int | str = 1) -> int:
     pass) is replicated instead of split (`_place_uneven_batches`), so every image is still used once."""
     import jax
     import keras
-
-    from backends import _resolve_devices
+    from emotion.backends import _resolve_devices
 
     if jax.process_count() > 1:  # every process sees every device: each works out the same mesh
         per_process = [[d for d in jax.devices() if d.process_index == p] for p in range(jax.process_count())]

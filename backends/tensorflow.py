@@ -3,7 +3,7 @@ at the start of each epoch (tf.data autotuning, see `py_datasets_without_autotun
 
 import os
 
-from backends import fast_kernels, keep_freed_memory
+from emotion.backends import fast_kernels, keep_freed_memory
 
 # `model.export` formats this backend writes (emotion.tools.export), each with the modules it needs; the others
 # with the reason they cannot.

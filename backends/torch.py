@@ -2,7 +2,7 @@
 
 import os
 
-from backends import fast_kernels, keep_freed_memory, leave_tensorflow_unimported
+from emotion.backends import fast_kernels, keep_freed_memory, leave_tensorflow_unimported
 
 # `model.export` formats this backend writes (emotion.tools.export), each with the modules it needs; the others
 # with the reason they cannot.

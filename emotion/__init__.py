@@ -20,11 +20,12 @@ def load(model=None, runtime: str | None = None, faces: str | None = None, detec
     BlazeFace score a face needs (default 0.5; docs/faces.md)."""
     import sys
 
-    from emotion.infer import Predictor, resolve_model
+    from emotion.modelfile import resolve_model
+    from emotion.predictor import Predictor
 
     path = resolve_model(model, runtime)
     if path.suffix == ".keras" and "keras" not in sys.modules:
-        import backends
+        from emotion import backends
 
         backends.select()
     return Predictor.load(path, faces=faces, detector=detector, runtime=runtime, min_face_score=min_face_score)

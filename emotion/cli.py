@@ -22,7 +22,7 @@ from pathlib import Path
 from emotion.config import parse_names
 from emotion.errors import EmotionError
 from emotion.faces.detect import DETECTORS, FACE_MODES
-from emotion.infer import RUNTIMES
+from emotion.modelfile import RUNTIMES
 
 
 # --------------------------------------------------------------------------------------------- parser
@@ -105,7 +105,7 @@ def _model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
 
 def _uses_keras(args) -> bool:
     """Whether the command needs a Keras backend: not for a model run by onnxruntime."""
-    from emotion.infer import runtime_for
+    from emotion.modelfile import runtime_for
 
     return runtime_for(getattr(args, "model", None), getattr(args, "runtime", None)) == "keras"
 
@@ -379,9 +379,10 @@ def cmd_data(args) -> int:
 def cmd_test(args) -> int:
     import numpy as np
 
-    from emotion.data.datamodule import class_folders, is_presplit, load_folder, subdirs
-    from emotion.infer import Predictor
+    from emotion.data.cache import load_folder
+    from emotion.data.folders import class_folders, is_presplit, subdirs
     from emotion.metrics import score_classes
+    from emotion.predictor import Predictor
 
     root = Path(args.data)
     class_folders(root, args.classes)  # data errors before the model loads
@@ -405,7 +406,7 @@ def cmd_test(args) -> int:
     if args.restrict and len(names) < 2:
         raise EmotionError(f"--restrict needs at least two class folders in {base}, found {names}")
     if args.tta_flip and not any(layer.name == "flip_tta" for layer in clf.model.layers):
-        from emotion.models.presets import with_flip_tta
+        from emotion.models.surgery import with_flip_tta
 
         clf.model = with_flip_tta(clf.model)
     faces = args.faces or ("crop" if clf.face_model else "none")
@@ -464,7 +465,7 @@ def cmd_predict(args) -> int:
     import csv
     import time
 
-    from emotion.infer import Predictor, image_files
+    from emotion.predictor import Predictor, image_files
 
     files = image_files(args.paths)  # every path checked before the model loads
     if not files:
@@ -546,7 +547,7 @@ def _annotator(folder: Path):
 
 def cmd_video(args) -> int:
     from emotion.faces import video
-    from emotion.infer import Predictor
+    from emotion.predictor import Predictor
 
     for target in (args.out, args.csv):
         if target and Path(target).exists() and not args.overwrite:
@@ -569,7 +570,7 @@ def cmd_video(args) -> int:
 
 
 def cmd_clean(args) -> int:
-    from emotion.data.datamodule import quarantine, scan_invalid
+    from emotion.data.clean import quarantine, scan_invalid
 
     invalid, valid = scan_invalid(args.data, args.classes, args.max_image_mb, progress=False if args.quiet else None)
     for path, reason in invalid:
@@ -584,7 +585,7 @@ def cmd_clean(args) -> int:
 
 
 def cmd_cache(args) -> int:
-    from emotion.data.datamodule import cache_dir, cache_entries, clear_cache, remove_files
+    from emotion.data.cache import cache_dir, cache_entries, clear_cache, remove_files
 
     where = cache_dir(args.cache)
     if where is None:
@@ -673,7 +674,8 @@ def _early_checks(args) -> None:
     """What a command can check with no framework: its model file (through `emotion.guard`), the images given to
     `predict`, the data folder given to `test`, and the settings of `fit` and `cv` (not of a `fit --resume`,
     whose settings come from its checkpoint). The commands check again where they use them."""
-    from emotion.infer import image_files, resolve_model
+    from emotion.modelfile import resolve_model
+    from emotion.predictor import image_files
 
     if args.command == "cv" or (args.command == "fit" and not args.resume):
         _config(args, from_checkpoint=False)
@@ -681,7 +683,7 @@ def _early_checks(args) -> None:
     if args.command == "predict":
         image_files(args.paths)
     if args.command == "test":
-        from emotion.data.datamodule import class_folders
+        from emotion.data.folders import class_folders
 
         class_folders(Path(args.data), args.classes)
     if getattr(args, "min_face_score", None) is not None:
@@ -725,7 +727,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _early_checks(args)  # bad paths and hostile model files: told before a framework is imported
         if hasattr(args, "backend") and _uses_keras(args):
-            import backends
+            from emotion import backends
 
             backends.select(args.backend, deterministic=bool(getattr(args, "deterministic", False)))
         return COMMANDS[args.command][2](args)
@@ -739,7 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("EMOTION_DEBUG"):
             raise
-        from backends import BackendError
+        from emotion.backends import BackendError
 
         known = isinstance(e, EmotionError | BackendError)
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -3,7 +3,7 @@
     report = check_model_file("runs/x/imageclassifier.keras")            # raises EmotionError, one line
     report = check_model_file(path, Limits.from_mb(2048))                 # emotion ... --max-model-mb 2048
 
-`emotion.infer.load_keras_model(path, limits)`, the one loading path of the package, runs this check, then
+`emotion.modelfile.load_keras_model(path, limits)`, the one loading path of the package, runs this check, then
 Keras's load (safe_mode on), then `check_loaded(model, report)`.
 
 Keras checks each archive member on its own (and only past gigabytes); a hostile file can still make it spend

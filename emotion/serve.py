@@ -126,7 +126,7 @@ async def read_image(request: Request, max_bytes: int) -> bytes:
 def check_header(data: bytes) -> None:
     """Format and declared size from the image header alone (no decoding): not an image -> 400, a format
     `emotion` does not read -> 415, too many pixels -> 413."""
-    from emotion.data.datamodule import SUPPORTED_FORMATS
+    from emotion.images import SUPPORTED_FORMATS
 
     try:
         with warnings.catch_warnings():
@@ -212,12 +212,12 @@ class EmotionAPI(ls.LitAPI):
 
     def setup(self, device):
         try:
-            from emotion.infer import Predictor
+            from emotion.predictor import Predictor
 
             for sig in (signal.SIGTERM, signal.SIGINT):  # stopped by the main process (`_drain_on_sigterm`)
                 signal.signal(sig, _stop_only_with(os.getppid()))
             if self.runtime == "keras":
-                import backends
+                from emotion import backends
 
                 backends.select(self.backend)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # decode_image turns Pillow's warning past this into an error
@@ -237,7 +237,7 @@ class EmotionAPI(ls.LitAPI):
             raise
 
     def decode_request(self, request, **kwargs):
-        from emotion.data.datamodule import decode_image
+        from emotion.images import decode_image
 
         t0 = time.perf_counter()
         try:
@@ -360,12 +360,12 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, m
         raise EmotionError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {runtime}")
     if max_batch_size < 1 or workers < 1 or batch_timeout < 0:
         raise EmotionError("--max-batch-size and --workers must be at least 1, --batch-timeout at least 0")
-    from emotion.infer import resolve_model, runtime_for
+    from emotion.modelfile import resolve_model, runtime_for
 
     resolve_model(model, runtime)  # the model file, checked before anything loads
     runtime = runtime_for(model, runtime)
     if runtime == "keras":
-        import backends
+        from emotion import backends
 
         if backend and backend not in backends.installed():
             raise EmotionError(f"backend {backend!r} is not installed here: pip install -e '.[{backend}]'")

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-import backends
+from emotion import backends
 
 
 def main() -> None:
@@ -29,12 +29,14 @@ def main() -> None:
     import numpy as np
 
     from emotion.config import from_dict
-    from emotion.data.datamodule import EmotionDataModule, decode_image
+    from emotion.data.datamodule import EmotionDataModule
     from emotion.faces.blazeface import BlazeFaceDetector
     from emotion.faces.detect import face_inputs, make_detector
-    from emotion.infer import Predictor, load_keras_model
+    from emotion.images import decode_image
     from emotion.metrics import score
-    from emotion.models.presets import mix_weights
+    from emotion.modelfile import load_keras_model
+    from emotion.models.surgery import mix_weights
+    from emotion.predictor import Predictor
 
     folds = sorted(Path(args.cv).glob("fold-*"), key=lambda f: int(f.name.split("-")[1]))
     config = json.loads((folds[0] / "metrics.json").read_text())["config"]

@@ -11,7 +11,7 @@ import argparse
 import json
 import time
 
-import backends
+from emotion import backends
 
 
 def main() -> None:
@@ -24,11 +24,13 @@ def main() -> None:
     backends.select(args.backend)
     import numpy as np
 
-    from emotion.data.datamodule import class_folders, decode_image, list_files
+    from emotion.data.folders import class_folders, list_files
     from emotion.faces.blazeface import BlazeFaceDetector
     from emotion.faces.detect import HaarDetector, crop, to_model_input
-    from emotion.infer import Predictor, resolve_model
+    from emotion.images import decode_image
     from emotion.metrics import score
+    from emotion.modelfile import resolve_model
+    from emotion.predictor import Predictor
 
     clf = Predictor.load(resolve_model(args.model))
     names = class_folders(args.data, clf.class_names)

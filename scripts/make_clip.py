@@ -11,8 +11,8 @@ import argparse
 import cv2
 import numpy as np
 
-from emotion.data.datamodule import decode_image
 from emotion.faces.detect import crop, default_detector
+from emotion.images import decode_image
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import keras  # noqa: E402
 
 from emotion.guard import check_model_file  # noqa: E402
-from emotion.infer import SHIPPED_DIR, read_meta, write_meta  # noqa: E402
-from emotion.models.presets import unwrap, with_flip_tta  # noqa: E402
+from emotion.modelfile import SHIPPED_DIR, read_meta, write_meta  # noqa: E402
+from emotion.models.surgery import unwrap, with_flip_tta  # noqa: E402
 
 
 def main() -> None:

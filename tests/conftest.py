@@ -15,7 +15,7 @@ from PIL import Image
 
 # Keep decoded-image caches out of the user's home, and pick a backend before anything imports Keras.
 os.environ.setdefault("EMOTION_CACHE", tempfile.mkdtemp(prefix="emotion-cache-"))
-import backends  # noqa: E402
+from emotion import backends  # noqa: E402
 
 BACKEND = backends.select()
 REPO = Path(__file__).resolve().parents[1]

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import emotion
-from emotion.data.datamodule import decode_image
 from emotion.data.synth import face
 from emotion.errors import EmotionError
-from emotion.infer import Predictor, read_meta, resolve_model
+from emotion.images import decode_image
+from emotion.modelfile import read_meta, resolve_model
+from emotion.predictor import Predictor
 from emotion.training.trainer import reference_inputs
 
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-import backends
+from emotion import backends
 
 pytestmark = pytest.mark.once  # reads the environment and keras.json; imports no framework
 
@@ -49,7 +49,7 @@ def test_a_broken_keras_json_is_ignored(env, text):
 def test_jax_compilation_cache_lives_in_emotions_cache_folder(monkeypatch, tmp_path):
     """backends/jax.py keeps JAX's compiled programs between processes (loading a model compiles one
     initializer per weight shape), in jax/ of emotion's cache folder, unless the user says otherwise."""
-    from backends import jax as jax_backend
+    from emotion.backends import jax as jax_backend
 
     for k in ("JAX_COMPILATION_CACHE_DIR", "EMOTION_JAX_CACHE", "XDG_CACHE_HOME",
               "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"):
@@ -77,7 +77,7 @@ def test_jax_compilation_cache_lives_in_emotions_cache_folder(monkeypatch, tmp_p
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="JAX is not installed here")
 def test_a_second_process_reads_compiled_programs_from_the_cache(tmp_path):
-    code = ("import backends; backends.select('jax'); import keras, numpy as np; "
+    code = ("from emotion import backends; backends.select('jax'); import keras, numpy as np; "
             "m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]); m.predict(np.ones((2, 4)), verbose=0)")
     env = {**os.environ, "EMOTION_CACHE": str(tmp_path), "KERAS_BACKEND": "jax"}
     env.pop("JAX_COMPILATION_CACHE_DIR", None)

@@ -102,7 +102,7 @@ def test_test_command_split_and_flip_tta(capsys, tmp_path, model_file, synth_dir
 
     import numpy as np
 
-    from emotion.infer import Predictor
+    from emotion.predictor import Predictor
 
     root = tmp_path / "presplit"
     for c in ("happy", "sad"):

@@ -23,7 +23,7 @@ from hypothesis.control import currently_in_test_context
 from emotion.config import SECTIONS, Config, load_config
 from emotion.errors import EmotionError
 from emotion.guard import KNOWN, Limits
-from emotion.infer import load_keras_model
+from emotion.modelfile import load_keras_model
 
 FUZZ = int(os.environ.get("EMOTION_FUZZ_EXAMPLES", "0") or 0)
 LIMITS = Limits.from_mb(4)  # the tiny model is 2 KB: a mutation that asks for more is refused, not allocated

@@ -21,7 +21,7 @@ from emotion import guard
 from emotion.cli import main
 from emotion.errors import EmotionError
 from emotion.guard import Limits, check_model_file
-from emotion.infer import SHIPPED, load_keras_model, read_meta
+from emotion.modelfile import SHIPPED, load_keras_model, read_meta
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -264,7 +264,7 @@ def test_safe_mode_stays_on(tmp_path):
     for source in (REPO / "emotion").rglob("*.py"):
         text = source.read_text()
         assert not re.search(r"safe_mode\s*=\s*False|enable_unsafe_deserialization", text), source
-        if source.name not in ("infer.py", "guard.py"):  # every other load goes through load_keras_model
+        if source.name not in ("modelfile.py", "guard.py"):  # every other load goes through load_keras_model
             assert not re.search(r"\bload_model\(|load_model\b(?!`)", text), source
 
 

@@ -73,7 +73,7 @@ def tiny_model(path):
     """A small untrained face model (24x24 grey, happy/sad): quick to load and compile under every backend."""
     import keras
 
-    from emotion.infer import write_meta
+    from emotion.modelfile import write_meta
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((24, 24, 1))
@@ -146,7 +146,7 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def predictor(server):
-    from emotion.infer import Predictor
+    from emotion.predictor import Predictor
 
     return Predictor.load(server.model)
 
@@ -177,7 +177,7 @@ def test_health_openapi_and_info(server):
 
 
 def test_prediction_equals_predict_image(server, predictor):
-    from emotion.data.datamodule import decode_image
+    from emotion.images import decode_image
 
     for arr in (face_photo(1), noise(90, 120, 2)):
         data = png(arr)
@@ -399,8 +399,8 @@ def test_runtime_onnx_serves_the_same_rows(tmp_path):
     answers what `Predictor.load(runtime="onnx").predict_image` gives."""
     import httpx
 
-    from emotion.data.datamodule import decode_image
-    from emotion.infer import Predictor
+    from emotion.images import decode_image
+    from emotion.predictor import Predictor
 
     port = free_port()
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))

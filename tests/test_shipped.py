@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from conftest import BACKEND
 
-from emotion.infer import DEFAULT_MODEL, SHIPPED, Predictor, read_meta, resolve_model
+from emotion.modelfile import DEFAULT_MODEL, SHIPPED, read_meta, resolve_model
+from emotion.predictor import Predictor
 from emotion.training.trainer import reference_inputs
 
 

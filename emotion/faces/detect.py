@@ -206,7 +206,7 @@ def square_box(box, margin: float = MARGIN) -> tuple[int, int, int]:
 def crop(image: np.ndarray, box, size: int, color: str = "rgb", margin: float = MARGIN,
          roll: float = 0.0) -> np.ndarray:
     """The face in ``box`` as a model input: a square around it (``square_box``), edge-padded where it leaves
-    the image, converted to ``color`` and resized to ``size`` x ``size`` exactly as `emotion.data.datamodule.load_image`
+    the image, converted to ``color`` and resized to ``size`` x ``size`` exactly as `emotion.images.load_image`
     resizes whole images (Pillow, bilinear, antialiased when shrinking). Returns (size, size, 3 or 1) uint8.
     ``roll`` (degrees, `Face.roll`): the square is cut from the image turned about the box's centre by that
     much, so tilted eyes come out level, as in aligned face sets such as FER2013."""

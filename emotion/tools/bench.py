@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-import backends
+from emotion import backends
 from emotion.config import DataConfig, ModelConfig, TrainerConfig
 from emotion.errors import EmotionError
 from emotion.tools import harness
@@ -205,7 +205,7 @@ def measure(cfg: BenchConfig) -> dict:
     x = keras.ops.convert_to_tensor(rng.uniform(0, 255, (b, s, s, c)).astype("float32"))
     labels = np.arange(b) % dm.num_classes
     y = keras.ops.convert_to_tensor(labels.astype("float32")[:, None] if dm.num_classes == 2
-                                    else np.eye(dm.num_classes, dtype="float32")[labels])  # as emotion.data.datamodule
+                                    else np.eye(dm.num_classes, dtype="float32")[labels])  # as emotion.data.batches
     compile_s = _timed(lambda: model.train_on_batch(x, y), 1)
     model.train_on_batch(x, y)  # one untimed warm step (allocators, caches)
     cpu: list[float] = []
@@ -395,7 +395,7 @@ def run_reference(cfg: BenchConfig, log=print) -> dict | None:
 
 def run_bench(cfg: BenchConfig, log=print) -> dict:
     """Run every backend and the reference, write ``bench.md``, ``bench.json``, ``bench.png`` into cfg.out."""
-    from emotion.data.datamodule import class_folders
+    from emotion.data.folders import class_folders
 
     class_folders(cfg.data)  # a missing or one-class data folder fails here, before any process starts
     present, missing = harness.plan(cfg.backends, what="bench", log=log)

@@ -18,16 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-import backends
+from emotion import backends
 
 PHASES = r"""
 import json, sys, time
 t0 = time.perf_counter()
-import backends
+from emotion import backends
 backends.select(sys.argv[1])
 import keras
 t1 = time.perf_counter()
-from emotion.infer import Predictor
+from emotion.predictor import Predictor
 clf = Predictor.load()
 t2 = time.perf_counter()
 rows = clf.predict(sys.argv[2])

@@ -73,7 +73,7 @@ log = harness.log  # progress lines go to stderr
 # ============================================================================================ checks
 def check_request(fmt: str, out: str | Path, quantize: str | None, backend: str) -> Path:
     """Everything that can be refused before the model loads: format, path, quantization, backend, modules."""
-    import backends
+    from emotion import backends
 
     if fmt not in FORMATS:
         raise EmotionError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
@@ -101,7 +101,7 @@ def check_request(fmt: str, out: str | Path, quantize: str | None, backend: str)
         hint = f"; export it with --backend {' or '.join(others)} (a .keras loads under any backend)" if others else ""
         raise EmotionError(f"cannot export {fmt} under the {backend} backend: {why}{hint}")
     if quantize is not None:
-        if not hasattr(importlib.import_module(f"backends.{backend}"), "litert_quantization"):
+        if not hasattr(importlib.import_module(f"emotion.backends.{backend}"), "litert_quantization"):
             raise EmotionError(f"LiteRT quantization is not available under the {backend} backend; "
                                "use --backend tensorflow")
     needed = [*writable[fmt], spec.runtime]
@@ -230,7 +230,7 @@ def add_onnx_meta(path: Path, model_path: Path) -> None:
     metadata_props, where `emotion predict --runtime onnx` reads it."""
     import onnx
 
-    from emotion.infer import ONNX_META_KEY, read_meta
+    from emotion.modelfile import ONNX_META_KEY, read_meta
 
     meta = read_meta(model_path)
     if not meta:
@@ -331,11 +331,11 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path, quantize: st
                  accuracy_points: float = ACCURACY_POINTS, max_model_mb: float | None = None) -> dict:
     """Export under the running backend and verify; returns the report (``ok`` False: a check failed).
     ``max_model_mb``: raises `emotion.guard`'s limit on the model file."""
-    import backends
+    from emotion import backends
     from emotion.guard import Limits
-    from emotion.infer import load_keras_model
     from emotion.metrics import predicted_labels
-    from emotion.models.presets import for_inference
+    from emotion.modelfile import load_keras_model
+    from emotion.models.surgery import for_inference
 
     backend = backends.current()
     limits = Limits.from_mb(max_model_mb)
@@ -478,7 +478,7 @@ def matrix(model: str, out: str | Path, data: str | None = None, backend_names=N
     A combination the backend's table promises must export and pass its check; any other must be refused with
     a one-line error. ``ok`` is False when either does not hold. A backend that is not installed is named in
     ``not_installed`` and has no cells."""
-    import backends
+    from emotion import backends
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -489,7 +489,7 @@ def matrix(model: str, out: str | Path, data: str | None = None, backend_names=N
     for b in names:
         for fmt, quantize in MATRIX_RUNS:
             promised = fmt in backends.export_formats(b) and (
-                quantize is None or hasattr(importlib.import_module(f"backends.{b}"), "litert_quantization"))
+                quantize is None or hasattr(importlib.import_module(f"emotion.backends.{b}"), "litert_quantization"))
             name = f"model-{quantize}" if quantize else "model"
             target = out / b / (name + (FORMATS[fmt].suffix or ""))
             row = {"backend": b, "format": fmt, "quantize": quantize, "promised": promised,

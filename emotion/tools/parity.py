@@ -196,7 +196,7 @@ def worker_init(spec: ParitySpec, backend: str) -> None:
 
 
 def worker_train(spec: ParitySpec, backend: str) -> None:
-    import backends
+    from emotion import backends
     from emotion.metrics import score
     from emotion.training.trainer import Trainer, seed_everything
 
@@ -231,7 +231,7 @@ def _short(metrics: dict) -> dict:
 
 
 def worker_crossload(spec: ParitySpec, backend: str) -> None:
-    from emotion.infer import load_keras_model
+    from emotion.modelfile import load_keras_model
     from emotion.training.trainer import Trainer, seed_everything
 
     seed_everything(spec.seed, spec.deterministic)
@@ -253,7 +253,7 @@ def step(name: str, spec_path: str, backend: str) -> None:
     (deterministic as the spec asks) before this runs."""
     import keras
 
-    import backends
+    from emotion import backends
 
     spec = ParitySpec(**json.loads(Path(spec_path).read_text()))
     if spec.precision == "float64":

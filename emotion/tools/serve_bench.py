@@ -99,7 +99,7 @@ def photos(n: int, seed: int = 1, size=(640, 480)) -> list[bytes]:
 
 
 def folder_images(folder: str, n: int) -> list[bytes]:
-    from emotion.infer import image_files
+    from emotion.predictor import image_files
 
     files = image_files([folder])
     if not files:

@@ -22,7 +22,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import backends
+from emotion import backends
 from emotion.errors import EmotionError
 from emotion.training.runfolder import atomic_path, write_json
 
@@ -141,7 +141,7 @@ class EarlyStopping(keras.callbacks.EarlyStopping, Callback):
 # ------------------------------------------------------------------------------------------ the model at the end
 class KeepInit(Callback):
     """At the end of training (after the best epoch is restored), mix the starting model's weights back in:
-    `emotion.models.presets.mix_weights` with share ``keep`` (``model.keep_init``). Fine-tuning the FER2013 face
+    `emotion.models.surgery.mix_weights` with share ``keep`` (``model.keep_init``). Fine-tuning the FER2013 face
     model on the seed's web photos with 0.3 kept scored as the fine-tuned model alone on held-out web photos and
     kept more of FER2013 (docs/faces.md)."""
 
@@ -150,18 +150,18 @@ class KeepInit(Callback):
         self.init_from, self.keep, self.limits = init_from, keep, limits
 
     def on_fit_end(self, trainer, module):
-        from emotion.infer import load_keras_model
-        from emotion.models.presets import mix_weights
+        from emotion.modelfile import load_keras_model
+        from emotion.models.surgery import mix_weights
 
         mix_weights(load_keras_model(self.init_from, self.limits), module.model, self.keep)
 
 
 class FlipTTA(Callback):
-    """At the end of training, wrap the network in `emotion.models.presets.with_flip_tta` (mean of image and mirror): what
+    """At the end of training, wrap the network in `emotion.models.surgery.with_flip_tta` (mean of image and mirror): what
     the run folder saves and tests is the wrapped model."""
 
     def on_fit_end(self, trainer, module):
-        from emotion.models.presets import with_flip_tta
+        from emotion.models.surgery import with_flip_tta
 
         module.model = with_flip_tta(module.model)
 
@@ -178,7 +178,7 @@ def plain_copy(model: keras.Model) -> keras.Model:
 def verify_reload(model: keras.Model, path: str | Path, images: np.ndarray, tolerance=RELOAD_TOLERANCE) -> float:
     """Reload ``path`` and compare its predictions on ``images`` with ``model``'s; raise past ``tolerance``."""
     from emotion.guard import Limits
-    from emotion.infer import load_keras_model
+    from emotion.modelfile import load_keras_model
 
     x = np.asarray(images, dtype=np.float32)
     # through the guard like every load; its size limit raised to the file (ours, just written: never refused
@@ -213,7 +213,7 @@ class Checkpoint(Callback):
     global random state where training draws from it (`backends.rng_state`), the epoch, the history so far and
     each callback's `state_dict`. (Keras's `BackupAndRestore` keeps weights, optimizer and epoch, but neither
     random state nor history nor callback state: a run it resumes takes other augmentations and dropout masks.) Written to a temporary name and renamed, so a kill leaves the previous
-    checkpoint whole. The data order is a function of the epoch (`emotion.data.datamodule.make_batches`), so nothing else is
+    checkpoint whole. The data order is a function of the epoch (`emotion.data.batches.make_batches`), so nothing else is
     needed to continue exactly. Removed once the run folder is complete (keep it with ``keep=True``)."""
 
     def __init__(self, path: str | Path, keep: bool = False):
@@ -314,7 +314,7 @@ class RunFolder(Callback):
         self.metrics: dict | None = None
 
     def on_fit_end(self, trainer, module):
-        from emotion.infer import write_meta
+        from emotion.modelfile import write_meta
         from emotion.training.trainer import model_meta
 
         dm = trainer.datamodule

@@ -79,7 +79,7 @@ def _summary_of(metrics: dict) -> dict:
 
 
 def _start_worker(backend: str | None) -> None:
-    import backends
+    from emotion import backends
 
     backends.select(backend)  # before Keras loads in this process: the backend's start-up settings
 

@@ -105,7 +105,7 @@ class Processes:
 
     def join(self) -> Processes:
         if self.count > 1:
-            import backends
+            from emotion import backends
 
             log(f"process {self.index} of {self.count}: joining the others at {self.coordinator}")
             try:
@@ -117,7 +117,7 @@ class Processes:
     def stop(self, reason: str) -> None:
         """This process cannot train (``reason``): tell the others, which then stop too. Nothing once met."""
         if self.count > 1 and not self.met:
-            import backends
+            from emotion import backends
 
             self.met = True
             backends.exchange("!" + reason)
@@ -126,7 +126,7 @@ class Processes:
         """Every process has the same settings and the same data (by content), or every process stops."""
         if self.count == 1:
             return
-        import backends
+        from emotion import backends
 
         self.met = True
         said = [json.loads(t[1:]) if t.startswith("=") else t[1:] for t in backends.exchange("=" + fingerprint(cfg, dm))]
@@ -178,7 +178,7 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
     out = Path(out or cfg.trainer.out)
     find_user_module(cfg.model.module)  # a wrong --module fails before any data is read
     if cfg.model.init_from:  # so does a missing, foreign, damaged or oversized --init-from file
-        from emotion.infer import find_model
+        from emotion.modelfile import find_model
 
         check_model_file(find_model(cfg.model.init_from), limits, build=False)  # Keras reads it later
     group = Processes(cfg.trainer).join()
@@ -254,8 +254,8 @@ def _fit(cfg: Config, dm, out: Path, ckpt_path, extra, limits, write: bool = Tru
     callbacks = default_callbacks(cfg, out, write=write, limits=limits) + list(extra or [])
     trainer = Trainer.from_config(cfg, callbacks)
     if cfg.model.init_from and ckpt_path is None:
-        from emotion.infer import load_keras_model
-        from emotion.models.presets import transfer_weights
+        from emotion.modelfile import load_keras_model
+        from emotion.models.surgery import transfer_weights
 
         copied = transfer_weights(load_keras_model(cfg.model.init_from, limits), trainer.build(module))
         log(f"started from {cfg.model.init_from}: weights of {copied} layer(s)")

@@ -16,12 +16,12 @@ import time
 import keras
 import numpy as np
 
-import backends
+from emotion import backends
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
 from emotion.metrics import score
 from emotion.models.module import EmotionClassifier
-from emotion.models.presets import freeze_features
+from emotion.models.surgery import freeze_features
 from emotion.training.callbacks import Callback, EarlyStopping, EpochTimer, assign, read_checkpoint
 
 
@@ -240,7 +240,7 @@ def reference_inputs(shape, n: int = 4) -> np.ndarray:
 
 
 def model_meta(model: keras.Model, dm: EmotionDataModule, preset: str) -> dict:
-    """What a `.keras` carries for its users (`emotion.infer.read_meta`)."""
+    """What a `.keras` carries for its users (`emotion.modelfile.read_meta`)."""
     from emotion import __version__
     from emotion.faces.detect import make_detector
 

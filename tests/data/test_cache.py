@@ -13,8 +13,10 @@ import pytest
 from conftest import write_classes
 
 from emotion.cli import main
-from emotion.data import datamodule
-from emotion.data.datamodule import Progress, cache_dir, decode_files, list_files, load_folder
+from emotion.data import cache as cache_module
+from emotion.data.cache import cache_dir, load_folder
+from emotion.data.decode import Progress, decode_files
+from emotion.data.folders import list_files
 
 pytestmark = pytest.mark.once  # touches no Keras backend: `nox -s tests` runs it once
 
@@ -67,8 +69,8 @@ def test_a_damaged_entry_is_rebuilt_never_used(folder, tmp_path, damage, monkeyp
     npy, meta = entry(cache)
     damage(npy, meta)
     decoded = []
-    real = datamodule.decode_files
-    monkeypatch.setattr(datamodule, "decode_files", lambda *a, **k: decoded.append(1) or real(*a, **k))
+    real = cache_module.decode_files
+    monkeypatch.setattr(cache_module, "decode_files", lambda *a, **k: decoded.append(1) or real(*a, **k))
     again = load_folder(folder, names, 8, cache=str(cache))
     assert decoded, "a damaged entry was used"
     assert np.array_equal(again.images, fresh.images) and np.array_equal(again.labels, fresh.labels)

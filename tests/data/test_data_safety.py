@@ -12,10 +12,13 @@ import pytest
 from conftest import write_classes, write_image
 from PIL import Image
 
+from emotion import images
 from emotion.config import DataConfig
-from emotion.data import datamodule
-from emotion.data.datamodule import EmotionDataModule, decode_image, quarantine, read_image_file, scan_invalid
+from emotion.data import clean
+from emotion.data.clean import quarantine, scan_invalid
+from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
+from emotion.images import decode_image, read_image_file
 
 posix_only = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs and symlinks need a POSIX system")
 
@@ -189,7 +192,7 @@ def test_quarantine_moves_a_link_as_a_link(tmp_path):
 def test_a_failed_move_puts_the_earlier_ones_back(tmp_path, monkeypatch):
     root = _data(tmp_path, bad=("happy/bad1.jpg", "happy/bad2.jpg", "sad/bad3.jpg"))
     before = tree(root)
-    real, calls = datamodule._move, []
+    real, calls = clean._move, []
 
     def flaky(src, target):
         calls.append(src)
@@ -197,7 +200,7 @@ def test_a_failed_move_puts_the_earlier_ones_back(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied")
         real(src, target)
 
-    monkeypatch.setattr(datamodule, "_move", flaky)
+    monkeypatch.setattr(clean, "_move", flaky)
     with pytest.raises(EmotionError, match="Permission denied.*the 2 file\\(s\\) moved before it were put back"):
         quarantine([p for p, _ in scan_invalid(root)[0]], root, tmp_path / "q")
     assert tree(root) == before
@@ -263,11 +266,9 @@ def test_fuzz_mutated_images_decode_or_refuse(which, edits, cut):
 def test_decoded_pixels_are_bounded_after_a_jpegs_reduced_scale(tmp_path, monkeypatch):
     """A PNG over MAX_DECODE_PIXELS is refused from its header; a JPEG as large decodes at a reduced DCT scale
     (draft) that fits, so it is read."""
-    from emotion.data import datamodule
-
-    monkeypatch.setattr(datamodule, "MAX_DECODE_PIXELS", 10_000)
+    monkeypatch.setattr(images, "MAX_DECODE_PIXELS", 10_000)
     png = write_image(tmp_path / "big.png", size=(200, 100))
     with pytest.raises(ValueError, match="image too large: 200x100 pixels"):
-        datamodule.decode_image(png, max_side=64)
+        images.decode_image(png, max_side=64)
     jpg = write_image(tmp_path / "big.jpg", size=(400, 400))  # 160,000 pixels, decoded at 1/4: 100x100
-    assert datamodule.decode_image(jpg, max_side=64).shape[:2] == (64, 64)
+    assert images.decode_image(jpg, max_side=64).shape[:2] == (64, 64)

@@ -8,8 +8,11 @@ from conftest import SHARED_DATA, write_image
 from PIL import Image
 
 from emotion.config import DataConfig
-from emotion.data.datamodule import EmotionDataModule, load_image, quarantine, scan_invalid, split_indices
+from emotion.data.clean import quarantine, scan_invalid
+from emotion.data.datamodule import EmotionDataModule
+from emotion.data.split import split_indices
 from emotion.errors import EmotionError
+from emotion.images import load_image
 
 pytestmark = pytest.mark.once  # touches no Keras backend: `nox -s tests` runs it once
 
@@ -81,7 +84,7 @@ def test_images_are_rgb_not_bgr(tmp_path):
                                                (3, Image.Transpose.ROTATE_180)])
 def test_phone_photos_are_turned_upright_by_their_exif_orientation(tmp_path, orientation, turn):
     """A phone stores a portrait photo sideways with an Orientation tag; viewers, and faces, want it upright."""
-    from emotion.data.datamodule import decode_image
+    from emotion.images import decode_image
 
     upright = np.zeros((60, 40, 3), np.uint8)
     upright[:20] = (255, 0, 0)  # red at the top

@@ -15,7 +15,8 @@ import json, resource
 from pathlib import Path
 import keras, numpy as np
 from emotion.config import DataConfig
-from emotion.data.datamodule import EmotionDataModule, make_batches
+from emotion.data.datamodule import EmotionDataModule
+from emotion.data.batches import make_batches
 from emotion.data.synth import generate
 
 root, cache = Path(ROOT), CACHE

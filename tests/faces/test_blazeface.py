@@ -170,7 +170,7 @@ def test_bad_arguments_and_missing_pieces(monkeypatch, tmp_path):
 
 @pytest.mark.skipif(not (WEB / "happy").is_dir(), reason=f"no web photos at {WEB}")
 def test_real_photos(detectors):
-    from emotion.data.datamodule import decode_image
+    from emotion.images import decode_image
 
     images = [decode_image(p) for p in sorted((WEB / "happy").iterdir())[:40]]
     for model, floor in WEB_FLOOR.items():

@@ -139,7 +139,8 @@ def test_fit_with_faces_crop_records_what_it_did(face_run):
     assert faces["cropped"] + faces["kept_whole"] == sum(metrics["split"].values()) == 26
     assert faces["kept_whole"] >= 2, "the flat images have no face and are kept whole"
     assert faces["cropped"] >= 4
-    from emotion.infer import Predictor, read_meta
+    from emotion.modelfile import read_meta
+    from emotion.predictor import Predictor
 
     meta = read_meta(face_run / "imageclassifier.keras")
     assert meta["faces"] == "crop" and meta["class_names"] == ["happy", "sad"] and meta["image_size"] == 32

@@ -13,7 +13,8 @@ from emotion.config import load_config
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
 from emotion.models.module import EmotionClassifier
-from emotion.models.presets import build_model, mix_weights, transfer_weights, with_flip_tta
+from emotion.models.presets import build_model
+from emotion.models.surgery import mix_weights, transfer_weights, with_flip_tta
 from emotion.training.trainer import Trainer, seed_everything
 
 

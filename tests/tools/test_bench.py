@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, run_cli
 
-import backends
+from emotion import backends
 from emotion.cli import main
 from emotion.tools import bench
 
@@ -161,9 +161,8 @@ def _pool_cases():
 def test_jax_fast_max_pool_equals_keras():
     import jax
     import jax.numpy as jnp
+    from emotion.backends import jax as bj
     from keras.src.backend.jax import nn as jax_nn
-
-    import backends.jax as bj
 
     bj.install_fast_max_pool()
     fast, original = jax_nn.max_pool, jax_nn.max_pool.emotion_original
@@ -186,8 +185,8 @@ def test_jax_jits_models_with_affine_augmentation():
     same seed state, and a layer that really is not jittable still turns jit off."""
     import jax
     import keras
+    from emotion.backends import jax as bj
 
-    import backends.jax as bj
     from emotion.models.module import EmotionClassifier
 
     bj.allow_jit_with_affine_augmentation()
@@ -214,9 +213,8 @@ def test_jax_jits_models_with_affine_augmentation():
 @pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch max-pool/conv patches")
 def test_torch_fast_ops_equal_keras():
     import torch
+    from emotion.backends import torch as bt
     from keras.src.backend.torch import nn as torch_nn
-
-    import backends.torch as bt
 
     bt.install_fast_ops()
     x, cases = _pool_cases()
@@ -255,9 +253,8 @@ def test_torch_fused_conv_layer_equals_keras():
     own call, and Keras's call where the fused one does not apply (no bias, 'same' padding, Conv1D)."""
     import keras
     import torch
+    from emotion.backends import torch as bt
     from keras.src.layers.convolutional.base_conv import BaseConv
-
-    import backends.torch as bt
 
     bt.install_fast_ops()
     fused, original = BaseConv.call, BaseConv.call.emotion_original
@@ -301,9 +298,8 @@ def test_torch_fast_affine_transform_matches_keras():
     """grid_sample over the batch against Keras's per-image map_coordinates: same points, same bilinear
     weights, same edge handling ('nearest' and 'constant' 0), up to round-off; other cases fall back."""
     import torch
+    from emotion.backends import torch as bt
     from keras.src.backend.torch import image as torch_image
-
-    import backends.torch as bt
 
     bt.install_fast_ops()
     fast, original = torch_image.affine_transform, torch_image.affine_transform.emotion_original
@@ -330,7 +326,7 @@ def test_torch_fast_affine_transform_matches_keras():
 def test_torch_keeps_freed_memory_when_glibc():
     import platform
 
-    import backends.torch as bt
+    from emotion.backends import torch as bt
 
     kept = bt.keep_freed_memory()
     assert kept == (platform.libc_ver()[0] == "glibc")
@@ -370,10 +366,10 @@ def test_jax_and_torch_seed_train_and_save_without_importing_tensorflow(tmp_path
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="tf.data options of Keras's PyDataset adapter")
 def test_tensorflow_py_datasets_run_without_autotune():
     import numpy as np
+    from emotion.backends import tensorflow as btf
     from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
 
-    import backends.tensorflow as btf
-    from emotion.data.datamodule import make_batches
+    from emotion.data.batches import make_batches
 
     images = np.zeros((10, 8, 8, 1), np.uint8)
     labels = np.arange(10) % 2

@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import run_python
 
-import backends
+from emotion import backends
 
 pytestmark = pytest.mark.cross_backend
 INSTALLED = backends.installed()
@@ -15,7 +15,7 @@ INSTALLED = backends.installed()
 # backend's speed settings on (`backends.configure`).
 SAVE = """
 import json, sys, numpy as np
-import backends; backends.select()
+from emotion import backends; backends.select()
 import keras
 backends.configure()
 from emotion.config import DataConfig
@@ -39,7 +39,7 @@ print(json.dumps({"split": {s: getattr(dm, s).paths for s in ("train", "val", "t
 
 LOAD = """
 import sys, json, numpy as np
-import backends; backends.select()
+from emotion import backends; backends.select()
 import keras
 backends.configure()
 x = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND
 
-import backends
+from emotion import backends
 from emotion.cli import main
 from emotion.errors import EmotionError
 from emotion.tools import export

@@ -5,7 +5,7 @@ plain library functions, so no framework is imported and each process takes abou
 import pytest
 from conftest import BACKEND
 
-import backends
+from emotion import backends
 from emotion.errors import EmotionError
 from emotion.tools import harness
 

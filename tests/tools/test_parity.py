@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, run_cli
 
-import backends
+from emotion import backends
 from emotion.errors import EmotionError
 from emotion.tools import parity
 

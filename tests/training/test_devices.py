@@ -5,7 +5,7 @@ import json
 import pytest
 from conftest import BACKEND, run_python
 
-import backends
+from emotion import backends
 from emotion.config import load_config
 from emotion.errors import EmotionError
 from emotion.tools.parity import Tolerances

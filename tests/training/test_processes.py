@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, REPO
 
-import backends
+from emotion import backends
 from emotion.config import load_config
 from emotion.errors import EmotionError
 from emotion.tools.parity import Tolerances

@@ -10,8 +10,9 @@ from conftest import BACKEND, REPO, write_image
 
 from emotion.cli import main
 from emotion.config import DataConfig, load_config
-from emotion.data.datamodule import EmotionDataModule, kfold_indices
+from emotion.data.datamodule import EmotionDataModule
 from emotion.data.fer2013 import import_csv
+from emotion.data.split import kfold_indices
 from emotion.errors import EmotionError
 from emotion.models.presets import build_model
 
@@ -152,7 +153,7 @@ def test_config_files_load():
 def test_flip_tta_averages_image_and_mirror(tmp_path):
     import keras
 
-    from emotion.models.presets import with_flip_tta
+    from emotion.models.surgery import with_flip_tta
 
     base = build_model("seed-plus", (24, 24, 1), 2)
     tta = with_flip_tta(base)

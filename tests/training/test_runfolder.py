@@ -23,7 +23,7 @@ def _fit_killed(data, out, kill_at: str, extra=(), epochs: int = 3, preset: str 
     run folder's model is written (``"save"``)."""
     code = textwrap.dedent(f"""
         import os, signal, sys
-        import backends
+        from emotion import backends
         backends.select()
         import keras
         from emotion.training.callbacks import Callback
@@ -133,7 +133,7 @@ def test_finished_runs_are_not_overwritten_without_a_word(synth_dir, tmp_path, c
     assert main([*args, "--overwrite"]) == 0
     second = json.loads((out / "metrics.json").read_text())
     assert second["run_id"] != first
-    from emotion.infer import read_meta
+    from emotion.modelfile import read_meta
 
     assert read_meta(out / "imageclassifier.keras")["run_id"] == second["run_id"], "model and metrics together"
 

@@ -1,0 +1,87 @@
+"""Weight surgery on built networks, apart from the networks themselves (`emotion.models.presets`): start from
+another model's weights (`transfer_weights`), mix them back in (`mix_weights`, WiSE-FT), freeze all but the head,
+and wrap a trained model for inference and for test-time flips.
+
+    copied = transfer_weights(shipped, fresh)        # layers copied; the head too where its shape matches
+    model = with_flip_tta(model)                     # the mean of the model on each face and its mirror
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+from emotion.errors import EmotionError
+from emotion.models.presets import model_input
+
+
+def unwrap(model: keras.Model) -> keras.Model:
+    """The trained network inside a `with_flip_tta` wrapper (or the model itself)."""
+    if any(layer.name == "flip_tta" for layer in model.layers):
+        return next(layer for layer in model.layers if isinstance(layer, keras.Model))
+    return model
+
+
+def _weighted_layers(model: keras.Model) -> list[layers.Layer]:
+    """The layers with weights of the network inside a flip-TTA wrapper (or of the model), in order."""
+    return [layer for layer in unwrap(model).layers if layer.weights]
+
+
+def transfer_weights(source: keras.Model, target: keras.Model) -> int:
+    """Copy ``source``'s weights into ``target`` layer by layer (both from one preset and input shape); the
+    head is copied too where its shape matches (same number of classes), else it keeps its fresh weights.
+    Returns the number of layers copied."""
+    src, dst = _weighted_layers(source), _weighted_layers(target)
+    shapes = [[tuple(w.shape) for w in layer.weights] for layer in src]
+    wanted = [[tuple(w.shape) for w in layer.weights] for layer in dst]
+    body = slice(0, -1)  # every layer but the head
+    if len(src) != len(dst) or shapes[body] != wanted[body]:
+        raise EmotionError(f"cannot start from {source.name!r} (input {source.input_shape[1:]}): it was built from "
+                           f"another preset or input size than {target.name!r} (input {target.input_shape[1:]})")
+    copied = 0
+    for s, d, a, b in zip(src, dst, shapes, wanted, strict=True):
+        if a == b:
+            d.set_weights(s.get_weights())
+            copied += 1
+    return copied
+
+
+def mix_weights(source: keras.Model, target: keras.Model, keep: float) -> int:
+    """WiSE-FT (Wortsman et al., 2022, "Robust fine-tuning of zero-shot models"): each of ``target``'s weights
+    becomes ``keep * source + (1 - keep) * target``, layer by layer as `transfer_weights` pairs them; a layer whose
+    shapes differ (a head for other classes) keeps ``target``'s. Returns the number of layers mixed."""
+    src, dst = _weighted_layers(source), _weighted_layers(target)
+    if len(src) != len(dst):
+        raise EmotionError(f"cannot mix {source.name!r} into {target.name!r}: other layers")
+    mixed = 0
+    for s, d in zip(src, dst, strict=True):
+        a, b = s.get_weights(), d.get_weights()
+        if [w.shape for w in a] == [w.shape for w in b]:
+            d.set_weights([keep * x + (1 - keep) * y for x, y in zip(a, b, strict=True)])
+            mixed += 1
+    return mixed
+
+
+def freeze_features(model: keras.Model, frozen: bool) -> None:
+    """Freeze (or unfreeze) every layer but the head. Frozen batch-norm layers run in inference mode."""
+    for layer in model.layers:
+        layer.trainable = not frozen or layer.name == "head"
+
+
+def for_inference(model: keras.Model) -> keras.Model:
+    """``model`` wrapped so that it is always called with ``training=False``. Keras's exporters trace
+    ``model.__call__`` with no ``training`` argument, and its random preprocessing layers then default to
+    training mode: a model with augmentation exported as it is either fails (tf2onnx has no random ops) or
+    augments every input it serves. The wrapper keeps the input's name and the model's weights."""
+    inputs = keras.Input(model.input_shape[1:], name=model.inputs[0].name)
+    return keras.Model(inputs, model(inputs, training=False), name=model.name)
+
+
+def with_flip_tta(model: keras.Model) -> keras.Model:
+    """Test-time augmentation for mirror-symmetric tasks (faces): the mean of the model's outputs on the image
+    and on its left-right mirror. A plain functional model (`keras.ops.flip`), so it saves, loads on every
+    backend and exports like any other; training is unchanged (apply after `fit`)."""
+    inputs = model_input(model.input_shape[1:])
+    mirrored = keras.ops.flip(inputs, axis=2)
+    outputs = layers.Average(name="flip_tta")([model(inputs), model(mirrored)])
+    return keras.Model(inputs, outputs, name=f"{model.name}_tta")
