@@ -5,6 +5,7 @@
     nox -s tests                           # the whole suite under JAX, TensorFlow and PyTorch, each in its own process
     nox -s tests -- -k split               # arguments after -- go to pytest
     nox -s lint
+    nox -s docs                            # mkdocs build --strict of docs/ into runs/site/
     nox -s fuzz                            # tests/test_fuzz.py with 2000 examples each (EMOTION_FUZZ_EXAMPLES)
     nox -s parity                          # the backends agree: same weights, same batches, same metrics
     nox -s export                          # one model to SavedModel, ONNX, LiteRT, OpenVINO, torch, each verified
@@ -159,3 +160,12 @@ def fuzz(session):
 def lint(session):
     session.install("ruff")
     session.run("ruff", "check", ".")
+
+
+@nox.session
+def docs(session):
+    """Build the documentation site (`mkdocs.yml`, `docs/`) into runs/site/ with `mkdocs build --strict`:
+    a broken link or anchor, or a page missing from the nav, fails. Installs the package with its `docs`
+    extra; griffe reads the API pages from the source and imports nothing. Args go to `mkdocs build`."""
+    session.install("-e", ".[docs]")
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
