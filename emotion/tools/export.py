@@ -340,7 +340,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path, quantize: st
     backend = backends.current()
     limits = Limits.from_mb(max_model_mb)
     out = check_request(fmt, out, quantize, backend)
-    backends.configure()  # the backend's own setup, as for training (JAX's max-pool: see README, 'Export')
+    backends.configure()  # the backend's own setup, as for training (JAX's max-pool: see docs/export.md)
     model_path = Path(model_path)
     model = load_keras_model(model_path, limits)
     if model.output_shape[-1] is None:

@@ -329,7 +329,7 @@ def add_arguments(p) -> None:
     add_settings(p, only=SETTINGS, defaults=DEFAULTS)
     p.add_argument("--backends", type=parse_names, help="comma-separated backends to compare (default: all installed)")
     p.add_argument("--precision", choices=["float64", "float32"], default="float64",
-                   help="dtype every layer computes in (default float64: see README, 'Parity')")
+                   help="dtype every layer computes in (default float64: see docs/parity.md)")
     p.add_argument("--loss-rtol", type=float, default=0.02, help="loss tolerance, relative (default 0.02)")
     p.add_argument("--acc-tol", type=float, default=1.0, help="train/val accuracy tolerance, points (default 1)")
     p.add_argument("--test-tol", type=float, default=1.0, help="test metric tolerance, points (default 1)")

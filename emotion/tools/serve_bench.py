@@ -55,7 +55,7 @@ def add_arguments(p) -> None:
     p.add_argument("--images", type=int, default=48, help="distinct images per workload (default 48)")
     p.add_argument("--client", choices=["raw", "httpx"], default="raw",
                    help="the load generator: raw (asyncio streams, default) or httpx.AsyncClient; httpx spends "
-                        "~10 ms of CPU per request here, throttling the load it means to make (README, Serve)")
+                        "~10 ms of CPU per request here, throttling the load it means to make (docs/serving.md)")
     p.add_argument("--out", default="runs/serve-bench")
 
 

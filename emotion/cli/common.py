@@ -1,0 +1,167 @@
+"""What every command shares: the parser class, the flag groups declared once (backend, model, data, limits,
+fit settings), and how results and file names are printed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from emotion.backends import NAMES as BACKENDS
+from emotion.config import fraction, parse_names, positive_int
+from emotion.faces.detect import DETECTORS
+from emotion.modelfile import DEFAULT_MODEL, RUNTIMES, SHIPPED
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with whole flag names only (``--epoch`` is not ``--epochs``) and usage errors in one line, with
+    a "did you mean" for a misspelled flag, command or choice; exit 2."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+    def error(self, message):
+        import difflib
+        import re
+
+        wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if wrong:  # a misspelt command or --backend value
+            options = re.findall(r"'?([^',\s]+)'?", wrong.group(2))
+            close = difflib.get_close_matches(wrong.group(1), options, n=1)
+            if close:
+                message += f" (did you mean {close[0]!r}?)"
+        if message.startswith("unrecognized arguments:"):
+            flags = [s for a in self._actions for s in a.option_strings]
+            for word in message.split(":", 1)[1].split():
+                close = difflib.get_close_matches(word.split("=")[0], flags, n=1) if word.startswith("-") else []
+                if close:
+                    message += f" (did you mean {close[0]}?)"
+                    break
+        self.exit(2, f"emotion: error: {message} (see {self.prog} --help)\n")
+
+
+def backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="Keras backend (default: $KERAS_BACKEND, else Keras's default)")
+
+
+def data_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--data", required=required, help="folder of class subfolders, or of train/ val/ test/")
+    p.add_argument("--classes", type=parse_names, help="comma-separated subset of class folders (default: all)")
+    max_image_arg(p)
+    p.add_argument("--quiet", action="store_true", help="no progress line while decoding")
+
+
+def max_image_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-image-mb", type=positive_int, default=50, metavar="MB",
+                   help="image files larger than this are reported and skipped, never read (default 50)")
+
+
+def model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
+    p.add_argument("--model", help="a .keras file" + (" or its .onnx export" if runtime else "") +
+                   f", or a shipped model's name: {', '.join(SHIPPED)} (default {DEFAULT_MODEL}; docs/models.md)")
+    p.add_argument("--detector", choices=DETECTORS, help="face detector (default: blazeface; docs/faces.md)")
+    p.add_argument("--min-face-score", type=fraction, metavar="S",
+                   help="the BlazeFace score a detection needs to count as a face, 0-1 (default 0.5): higher finds "
+                        "fewer faces and is more often right on them (docs/faces.md, 'The operating point')")
+    max_model_arg(p)
+    if runtime:
+        p.add_argument("--runtime", choices=RUNTIMES,
+                       help="keras: the .keras under the backend; onnx: the ONNX export under onnxruntime, with no "
+                            "TensorFlow, JAX or PyTorch (the fastest start; the shipped model has both). "
+                            "Default: from the --model file's suffix")
+
+
+def uses_keras(args) -> bool:
+    """Whether the command needs a Keras backend: not for a model run by onnxruntime."""
+    from emotion.modelfile import runtime_for
+
+    return runtime_for(getattr(args, "model", None), getattr(args, "runtime", None)) == "keras"
+
+
+def max_model_arg(p: argparse.ArgumentParser) -> None:
+    from emotion.guard import MAX_MODEL_MB
+
+    p.add_argument("--max-model-mb", type=float, default=None, metavar="MB",
+                   help=f"refuse a model file that unpacks to more than this (default {MAX_MODEL_MB}); "
+                        "files are checked before Keras reads them (docs/security.md)")
+
+
+def limits(args):
+    from emotion.guard import Limits
+
+    return Limits.from_mb(getattr(args, "max_model_mb", None))
+
+
+CACHE_HELP = ("decoded-image cache folder, or 'off' (default: $EMOTION_CACHE, $XDG_CACHE_HOME/emotion, "
+              "~/.cache/emotion)")
+
+
+def fit_args(p: argparse.ArgumentParser) -> None:
+    """Every setting of `emotion.config` as a flag (declared there, once), and what a run folder needs."""
+    from emotion.config import add_arguments
+
+    add_arguments(p)
+    p.add_argument("--print-config", action="store_true",
+                   help="print the effective settings as YAML (which --config takes back) and exit")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out from its last checkpoint (same settings)")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
+
+
+def config(args, from_checkpoint: bool = True):
+    """The settings of a fit or cv: defaults, --config, flags; with `fit --resume`, the checkpoint's, which the
+    given settings must agree with (`cv --resume` resumes fold by fold with the settings given)."""
+    from emotion.config import flatten, load_config, overrides_from_args
+
+    overrides = overrides_from_args(args)
+    if not (from_checkpoint and getattr(args, "resume", False)):
+        return load_config(args.config, overrides)
+    from emotion.training.run import resolve_resume
+
+    given = flatten(load_config(args.config, overrides)) if args.config else \
+        {k: v for k, v in overrides.items() if v is not None}
+    out = Path(overrides["trainer.out"] or (given.get("trainer.out") or load_config().trainer.out))
+    return resolve_resume(given, out)
+
+
+def warn_chance(result: dict, what: str = "test") -> None:
+    from emotion.metrics import chance_line
+
+    line = chance_line(result, what)
+    if line:
+        print(f"emotion: {line}", file=sys.stderr)
+
+
+def figure(value) -> str:
+    """A metric for people: 4 decimals, or "undefined" (null in JSON) where it is 0/0."""
+    return "undefined" if value is None else f"{value:.4f}"
+
+
+def warn_undefined(result: dict, what: str = "test") -> None:
+    for line in result.get("warnings", []):
+        print(f"emotion: warning: {what}: {line}", file=sys.stderr)
+
+
+def print_config(cfg) -> int:
+    from emotion.config import to_yaml
+
+    print(to_yaml(cfg), end="")
+    return 0
+
+
+def text(value) -> str:
+    """A file name as one line of text: names with control characters are printed JSON-quoted."""
+    value = str(value)
+    return json.dumps(value) if any(ord(c) < 32 or ord(c) == 127 for c in value) else value
+
+
+def check_model(args) -> None:
+    """The model named by ``--model`` (and its detector settings), checked before any framework loads."""
+    from emotion.faces.detect import check_detector
+    from emotion.modelfile import resolve_model
+
+    if getattr(args, "min_face_score", None) is not None:
+        check_detector(args.detector, args.min_face_score)
+    resolve_model(args.model, getattr(args, "runtime", None), limits(args))

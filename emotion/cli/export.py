@@ -1,0 +1,27 @@
+"""`emotion export`: a .keras to SavedModel, ONNX, LiteRT, OpenVINO or torch, each verified (`emotion.tools.export`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from emotion.cli.common import backend_args, check_model
+
+HELP = ("export a .keras (SavedModel, ONNX, LiteRT, OpenVINO, torch) and verify it; --matrix: every "
+        "format from every backend")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from emotion.tools import export
+
+    backend_args(p)
+    export.add_arguments(p)
+
+
+def check(args) -> None:
+    check_model(args)
+
+
+def run(args) -> int:
+    from emotion.tools.export import command
+
+    return command(args)
