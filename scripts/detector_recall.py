@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from emotion.faces.blazeface import BlazeFaceDetector
-from emotion.faces.detect import HaarDetector
+from emotion.faces.haar import HaarDetector
 
 
 def main() -> None:

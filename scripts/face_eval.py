@@ -26,7 +26,8 @@ def main() -> None:
 
     from emotion.data.folders import class_folders, list_files
     from emotion.faces.blazeface import BlazeFaceDetector
-    from emotion.faces.detect import HaarDetector, crop, to_model_input
+    from emotion.faces.detect import crop, to_model_input
+    from emotion.faces.haar import HaarDetector
     from emotion.images import decode_image
     from emotion.metrics import score
     from emotion.modelfile import resolve_model

@@ -16,7 +16,7 @@ from emotion.errors import EmotionError
 from emotion.images import decode_image
 from emotion.modelfile import read_meta, resolve_model
 from emotion.predictor import Predictor
-from emotion.training.trainer import reference_inputs
+from emotion.training.runfolder import reference_inputs
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from conftest import BACKEND
 
 from emotion.modelfile import DEFAULT_MODEL, SHIPPED, read_meta, resolve_model
 from emotion.predictor import Predictor
-from emotion.training.trainer import reference_inputs
+from emotion.training.runfolder import reference_inputs
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))

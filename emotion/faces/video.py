@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from emotion.errors import EmotionError
-from emotion.faces.detect import crop, quiet_stderr, to_model_input
+from emotion.faces.base import quiet_stderr
+from emotion.faces.detect import crop, to_model_input
 
 COLORS = [(60, 180, 75), (230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]  # BGR
 

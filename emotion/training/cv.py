@@ -31,7 +31,7 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
         raise EmotionError(f"--folds must be at least 2, got {folds}")
     if jobs < 1:
         raise EmotionError(f"--jobs must be at least 1, got {jobs}")
-    from emotion.training.callbacks import CHECKPOINT_FILE
+    from emotion.training.checkpoint import CHECKPOINT_FILE
 
     out = Path(cfg.trainer.out)
     done, todo = {}, []
@@ -87,7 +87,7 @@ def _start_worker(backend: str | None) -> None:
 def _train_fold(config: dict, fold: int, folds: int, resume: bool, overwrite: bool) -> dict:
     """Fold ``fold``: its data module and a normal run folder ``OUT/fold-<fold>/``; its split, test and seconds."""
     from emotion.config import from_dict
-    from emotion.training.callbacks import CHECKPOINT_FILE
+    from emotion.training.checkpoint import CHECKPOINT_FILE
     from emotion.training.run import decode_progress, fit_run
 
     cfg = from_dict(config)

@@ -57,7 +57,7 @@ IGNORED_ON_RESUME = {"trainer.verbose", "trainer.tensorboard", "trainer.out", "t
 
 def checkpoint_config(out: Path) -> dict:
     """The config a run folder's checkpoint was trained with."""
-    from emotion.training.callbacks import CHECKPOINT_FILE, read_checkpoint_meta
+    from emotion.training.checkpoint import CHECKPOINT_FILE, read_checkpoint_meta
 
     path = out / CHECKPOINT_FILE
     if not path.is_file():
@@ -201,7 +201,7 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
 
 def _follow(cfg: Config, dm, out: Path, resume: bool, callbacks, group: Processes, limits) -> dict:
     """A process other than process 0: the same training, silent, writing nothing."""
-    from emotion.training.callbacks import CHECKPOINT_FILE
+    from emotion.training.checkpoint import CHECKPOINT_FILE
 
     cfg = copy.deepcopy(cfg)
     cfg.trainer.verbose = 0  # process 0 shows the progress
@@ -216,7 +216,8 @@ def _follow(cfg: Config, dm, out: Path, resume: bool, callbacks, group: Processe
 
 def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks, group: Processes,
             limits) -> dict:
-    from emotion.training.callbacks import CHECKPOINT_FILE, MODEL_FILE
+    from emotion.training.checkpoint import CHECKPOINT_FILE
+    from emotion.training.runfolder import MODEL_FILE
 
     ckpt = out / CHECKPOINT_FILE
     finished = (out / "metrics.json").exists() or (out / MODEL_FILE).exists()

@@ -16,10 +16,21 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
+
+from emotion import __version__, backends
 from emotion.errors import EmotionError
+from emotion.faces.detect import make_detector
+
+if TYPE_CHECKING:  # annotations only: this module imports no framework
+    import keras
+
+    from emotion.data.datamodule import EmotionDataModule
 
 LOCK_FILE = ".lock"
+MODEL_FILE = "imageclassifier.keras"
 
 
 class RunLock:
@@ -90,3 +101,42 @@ def clean_temporaries(folder: str | Path) -> None:
     for p in Path(folder).glob(".*.tmp*"):
         if p.is_file() and not p.is_symlink():
             p.unlink()
+
+
+# ------------------------------------------------------------------------------------------ what it holds
+def sample_indices(labels, n: int = 4) -> np.ndarray:
+    """The first images of each class in turn (class 0, class 1, ..., class 0, ...), ``n`` in all: a sample
+    grid that shows every class, not the first ``n`` files of the first class."""
+    labels = np.asarray(labels)
+    queues = [list(np.flatnonzero(labels == c)) for c in np.unique(labels)]
+    out = []
+    while len(out) < min(n, len(labels)):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop(0))
+    return np.array(out, dtype=int)
+
+
+def reference_inputs(shape, n: int = 4) -> np.ndarray:
+    """Generated images on which a model's outputs are recorded at training time (`model_meta`), so a copy of
+    the model can be checked anywhere, under any backend."""
+    return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+def model_meta(model: keras.Model, dm: EmotionDataModule, preset: str) -> dict:
+    """What a `.keras` carries for its users (`emotion.modelfile.read_meta`)."""
+    ref = reference_inputs(model.input_shape[1:])
+    return {
+        "class_names": dm.class_names,
+        "faces": "crop" if dm.cfg.faces in ("crop", "given") else "none",
+        # trained on crops: the margin they were cut with; on given faces: the detector's own at inference
+        "margin": make_detector(dm.cfg.detector).margin if dm.cfg.faces == "crop" else None,
+        "detector": dm.cfg.detector,
+        "image_size": dm.cfg.image_size,
+        "color": dm.cfg.color,
+        "preset": preset,
+        "emotion_version": __version__,
+        **backends.describe(),
+        "reference": {"inputs": "numpy default_rng(0).integers(0, 256, (4, H, W, C), uint8)",
+                      "outputs": np.asarray(model.predict(ref.astype(np.float32), verbose=0)).tolist()},
+    }

@@ -22,7 +22,8 @@ from emotion.errors import EmotionError
 from emotion.metrics import score
 from emotion.models.module import EmotionClassifier
 from emotion.models.surgery import freeze_features
-from emotion.training.callbacks import Callback, EarlyStopping, EpochTimer, assign, read_checkpoint
+from emotion.training.callbacks import Callback, EarlyStopping, EpochTimer
+from emotion.training.checkpoint import assign, read_checkpoint
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -218,44 +219,3 @@ def local_copy(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)
     copy.set_weights(weights)
     return copy
-
-
-def sample_indices(labels, n: int = 4) -> np.ndarray:
-    """The first images of each class in turn (class 0, class 1, ..., class 0, ...), ``n`` in all: a sample
-    grid that shows every class, not the first ``n`` files of the first class."""
-    labels = np.asarray(labels)
-    queues = [list(np.flatnonzero(labels == c)) for c in np.unique(labels)]
-    out = []
-    while len(out) < min(n, len(labels)):
-        for q in queues:
-            if q and len(out) < n:
-                out.append(q.pop(0))
-    return np.array(out, dtype=int)
-
-
-def reference_inputs(shape, n: int = 4) -> np.ndarray:
-    """Generated images on which a model's outputs are recorded at training time (`model_meta`), so a copy of
-    the model can be checked anywhere, under any backend."""
-    return np.random.default_rng(0).integers(0, 256, (n, *shape), dtype=np.uint8)
-
-
-def model_meta(model: keras.Model, dm: EmotionDataModule, preset: str) -> dict:
-    """What a `.keras` carries for its users (`emotion.modelfile.read_meta`)."""
-    from emotion import __version__
-    from emotion.faces.detect import make_detector
-
-    ref = reference_inputs(model.input_shape[1:])
-    return {
-        "class_names": dm.class_names,
-        "faces": "crop" if dm.cfg.faces in ("crop", "given") else "none",
-        # trained on crops: the margin they were cut with; on given faces: the detector's own at inference
-        "margin": make_detector(dm.cfg.detector).margin if dm.cfg.faces == "crop" else None,
-        "detector": dm.cfg.detector,
-        "image_size": dm.cfg.image_size,
-        "color": dm.cfg.color,
-        "preset": preset,
-        "emotion_version": __version__,
-        **backends.describe(),
-        "reference": {"inputs": "numpy default_rng(0).integers(0, 256, (4, H, W, C), uint8)",
-                      "outputs": np.asarray(model.predict(ref.astype(np.float32), verbose=0)).tolist()},
-    }

@@ -18,8 +18,9 @@ pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed (p
 from emotion.data.synth import face  # noqa: E402
 from emotion.errors import EmotionError  # noqa: E402
 from emotion.faces import blazeface  # noqa: E402
+from emotion.faces.base import MIN_FACE_SIDE  # noqa: E402
 from emotion.faces.blazeface import MODELS, BlazeFaceDetector, ssd_anchors, weighted_nms  # noqa: E402
-from emotion.faces.detect import MIN_FACE_SIDE, face_inputs  # noqa: E402
+from emotion.faces.detect import face_inputs  # noqa: E402
 
 pytestmark = pytest.mark.once  # touches no Keras backend: `nox -s tests` runs it once
 

@@ -13,7 +13,9 @@ from conftest import write_image
 from emotion.cli import main
 from emotion.data.synth import face
 from emotion.errors import EmotionError
-from emotion.faces.detect import MIN_FACE_SIDE, HaarDetector, cascade_path, crop, face_inputs, square_box
+from emotion.faces.base import MIN_FACE_SIDE
+from emotion.faces.detect import crop, face_inputs, square_box
+from emotion.faces.haar import HaarDetector, cascade_path
 
 
 def drawn_faces(n: int, size: int = 256, seed: int = 7):
@@ -299,7 +301,7 @@ def test_tracks_smooth_probabilities_per_face():
 @pytest.mark.once
 def test_crop_levels_tilted_eyes():
     """A face whose eyes tilt by 20 degrees comes out of `crop` with its eyes level."""
-    from emotion.faces.detect import Face
+    from emotion.faces.base import Face
 
     image = np.zeros((200, 200), np.uint8)
     angle = np.radians(20)

@@ -235,7 +235,7 @@ def test_processes_agree_on_settings_and_data(synth_dir, monkeypatch):
 def test_a_resumed_run_takes_the_process_settings_given_now(tmp_path):
     """The checkpoint of a run trained by two processes (written by process 0) resumes in one process unless
     told otherwise, and in as many as told: the process settings are never the checkpoint's."""
-    from emotion.training.callbacks import CHECKPOINT_FILE
+    from emotion.training.checkpoint import CHECKPOINT_FILE
     from emotion.training.run import resolve_resume
 
     cfg = load_config(None, {"trainer.num_processes": 2, "trainer.coordinator": "node-0:1234"})

@@ -72,7 +72,7 @@ def test_reload_check_fails_loudly(run, tmp_path):
 
 
 def test_sample_grid_shows_every_class():
-    from emotion.training.trainer import sample_indices
+    from emotion.training.runfolder import sample_indices
 
     labels = np.array([0, 0, 0, 0, 0, 1, 1, 2])
     assert sample_indices(labels, 4).tolist() == [0, 5, 7, 1]

@@ -1,0 +1,63 @@
+"""What every face detector returns (`Face`) and shares: the crop margin's default, the smallest face kept, and
+a way to silence the C++ logging of the libraries detectors run on.
+
+    Face(box=(10, 20, 64, 64), score=0.93).side          # 64
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+
+# Each side of a face box grows by this share of the box's side before the square is cut. A detector's boxes
+# have their own framing, so each detector has its margin (HaarDetector.margin, BlazeFaceDetector.margin),
+# chosen with the FER2013 model on the seed's web photos (docs/faces.md); this is the crop function's default.
+MARGIN = 0.15
+# The smallest face either detector reports: its box's longer side, in the image's own pixels (why 20 px, as
+# measured: docs/faces.md, "The smallest face"). Pass ``min_side=0`` to a detector to keep every face.
+MIN_FACE_SIDE = 20
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[int, int, int, int]  # x, y, width, height in the image's pixels
+    score: float  # the detector's confidence (Haar: the cascade's level weight; higher is surer)
+    eyes: tuple | None = None  # ((x, y), (x, y)) eye centres where the detector gives them (BlazeFace)
+
+    @property
+    def area(self) -> int:
+        return self.box[2] * self.box[3]
+
+    @property
+    def side(self) -> int:
+        """The box's longer side: what `MIN_FACE_SIDE` bounds."""
+        return max(self.box[2], self.box[3])
+
+    @property
+    def roll(self) -> float:
+        """Degrees the eye line is tilted from horizontal (0 without eyes): `crop` turns the face upright."""
+        if self.eyes is None:
+            return 0.0
+        (x1, y1), (x2, y2) = sorted(self.eyes)
+        return float(np.degrees(np.arctan2(y2 - y1, x2 - x1)))
+
+    def to_dict(self) -> dict:
+        return {"box": list(self.box), "score": round(self.score, 4)}
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """Silence file descriptor 2 (C++ logging that no setting turns off: LiteRT, OpenCV's video backends) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
