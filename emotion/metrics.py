@@ -51,6 +51,11 @@ def chance_line(result: dict, what: str = "test") -> str | None:
             f"(binomial p = {check['p_value']:.2f}): this model has not shown it learned anything")
 
 
+def figure(value) -> str:
+    """A metric for people: 4 decimals, or "undefined" (null in JSON) where it is 0/0."""
+    return "undefined" if value is None else f"{value:.4f}"
+
+
 def predicted_labels(probs) -> np.ndarray:
     probs = np.asarray(probs)
     if probs.ndim == 1 or probs.shape[-1] == 1:

@@ -97,16 +97,20 @@ class Predictor:
             raise EmotionError(f"cannot read image {path}: {e}") from None
 
     def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(n, k) class probabilities for uint8 images of the model's size. Batches are padded to a power of two
-        (at most 64) so compiled predict functions see few distinct shapes."""
-        out = []
-        for start in range(0, len(images), 64):  # converted a chunk at a time: a memory-mapped set stays on disk
-            part = np.asarray(images[start:start + 64], np.float32)
-            n = len(part)
+        """(n, k) class probabilities for uint8 images of the model's size. Each model call takes a power of two
+        images (at most 64, zero-padded), so compiled predict functions see few distinct shapes, in chunks that
+        waste little: 31 images go as one call (padded to 32), 17 as 16 + 1 rather than padded to 32."""
+        out, start = [], 0
+        while start < len(images):  # converted a chunk at a time: a memory-mapped set stays on disk
+            left = len(images) - start
+            n = left if left <= 64 and 2 ** math.ceil(math.log2(left)) <= 1.25 * left else \
+                min(64, 2 ** int(math.log2(left)))
+            part = np.asarray(images[start:start + n], np.float32)
             padded = 2 ** math.ceil(math.log2(n)) if n > 1 else 1
             if padded > n:
                 part = np.concatenate([part, np.zeros((padded - n, *part.shape[1:]), np.float32)])
             out.append(np.asarray(self.model.predict_on_batch(part), dtype=np.float64)[:n])
+            start += n
         p = np.concatenate(out) if out else np.zeros((0, self.model.output_shape[-1]))
         return np.concatenate([1 - p, p], axis=1) if p.shape[-1] == 1 else p
 
@@ -115,17 +119,31 @@ class Predictor:
         return {"label": self.class_names[i], "p": float(p[i]),
                 "probs": {c: float(v) for c, v in zip(self.class_names, p, strict=True)}}
 
-    def inputs(self, image: np.ndarray, faces: str | None = None):
-        """[(Face or None, model input)] for a decoded (H, W, C) uint8 image."""
+    def inputs(self, image: np.ndarray, faces: str | None = None, found: list | None = None):
+        """[(Face or None, model input)] for a decoded (H, W, C) uint8 image: `emotion.faces.detect.face_inputs`
+        with this model's size, colour, detector and margin. ``found``: faces already detected in it."""
         mode = faces or self.faces
         detector = self.detector if mode != "none" else None
-        return face_inputs(image, self.image_size, self.color, mode, detector, self.margin)
+        return face_inputs(image, self.image_size, self.color, mode, detector, self.margin, found)
+
+    def find_faces(self, images: list, faces: str | list | None = None, pool=None) -> list:
+        """`inputs` of each decoded image (``faces``: one mode for all, or one a image), in ``pool``'s threads
+        where one is given (each detector keeps one interpreter a thread)."""
+        modes = faces if isinstance(faces, list) else [faces] * len(images)
+        if pool is not None and len(images) > 1:
+            return list(pool.map(self.inputs, images, modes))
+        return [self.inputs(x, m) for x, m in zip(images, modes, strict=True)]
+
+    def face_rows(self, found: list) -> list[list[dict]]:
+        """The rows of each image's faces (`find_faces`), from one `probabilities` call over every crop of
+        them all: the one batching path of `predict_files`, `emotion serve` and the page."""
+        crops = [x for f in found for _, x in f]
+        probs = iter(self.probabilities(np.stack(crops)) if crops else [])
+        return [[self.face_row(face, i, next(probs)) for i, (face, _) in enumerate(f)] for f in found]
 
     def predict_image(self, image: np.ndarray, faces: str | None = None) -> list[dict]:
         """One row per face found (or one whole-image row) of a decoded RGB image."""
-        found = self.inputs(image, faces)
-        probs = self.probabilities(np.stack([x for _, x in found]))
-        return [self._face_row(f, i, p) for i, ((f, _), p) in enumerate(zip(found, probs, strict=True))]
+        return self.face_rows(self.find_faces([image], faces))[0]
 
     def predict(self, image, faces: str | None = None) -> list[dict]:
         """Rows (one per face, or one for the whole image) for an image file, or for an array of raw 0-255
@@ -158,7 +176,8 @@ class Predictor:
         x = x[..., :3] if x.ndim == 3 else np.repeat(x[..., None], 3, axis=2)  # detectors take RGB
         return self.predict_image(x, faces)
 
-    def _face_row(self, face, index: int, p) -> dict:
+    def face_row(self, face, index: int, p) -> dict:
+        """The row of one face (or of the whole image, ``face`` None) with class probabilities ``p``."""
         return {"face": index if face else None, "box": list(face.box) if face else None,
                 "score": round(face.score, 4) if face else None, "whole_image": face is None, **self.row(p)}
 
@@ -180,13 +199,12 @@ class Predictor:
             for start in range(0, len(paths), chunk):
                 part = paths[start:start + chunk]
                 done = list(pool.map(work, part))
-                crops = [x for _, found, _ in done if found for _, x in found]
-                probs = iter(self.probabilities(np.stack(crops)) if crops else [])
-                for path, (image, found, error) in zip(part, done, strict=True):
+                rows = iter(self.face_rows([found for _, found, error in done if error is None]))
+                for path, (image, _, error) in zip(part, done, strict=True):
                     if error is not None:
                         yield {"file": str(path), "error": error}
                         continue
-                    rows = [{"file": str(path), **self._face_row(f, i, next(probs))} for i, (f, _) in enumerate(found)]
+                    image_rows = [{"file": str(path), **row} for row in next(rows)]
                     if on_image is not None:
-                        on_image(path, image, rows)
-                    yield from rows
+                        on_image(path, image, image_rows)
+                    yield from image_rows

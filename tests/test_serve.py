@@ -21,16 +21,12 @@ import pytest
 from conftest import BACKEND, REPO
 from PIL import Image
 
+from emotion.tools.serve_bench import free_port
+
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("litserve") is None or
                                 importlib.util.find_spec("httpx") is None,
                                 reason="emotion[serve] (litserve, httpx) not installed")
 MAX_BYTES = 200_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png(arr: np.ndarray) -> bytes:

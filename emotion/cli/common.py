@@ -134,10 +134,6 @@ def warn_chance(result: dict, what: str = "test") -> None:
         print(f"emotion: {line}", file=sys.stderr)
 
 
-def figure(value) -> str:
-    """A metric for people: 4 decimals, or "undefined" (null in JSON) where it is 0/0."""
-    return "undefined" if value is None else f"{value:.4f}"
-
 
 def warn_undefined(result: dict, what: str = "test") -> None:
     for line in result.get("warnings", []):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from emotion.cli.common import backend_args, config, figure, fit_args, print_config, warn_chance
+from emotion.cli.common import backend_args, config, fit_args, print_config, warn_chance
 from emotion.errors import EmotionError
+from emotion.metrics import figure
 
 HELP = "K-fold cross-validation: mean ± std of every test metric"
 

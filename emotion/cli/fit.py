@@ -7,7 +7,6 @@ import argparse
 from emotion.cli.common import (
     backend_args,
     config,
-    figure,
     fit_args,
     limits,
     max_model_arg,
@@ -15,6 +14,7 @@ from emotion.cli.common import (
     warn_chance,
     warn_undefined,
 )
+from emotion.metrics import figure
 
 HELP = "train, test and save a run folder"
 

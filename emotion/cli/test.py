@@ -12,7 +12,6 @@ from emotion.cli.common import (
     backend_args,
     check_model,
     data_args,
-    figure,
     limits,
     model_arg,
     text,
@@ -20,6 +19,7 @@ from emotion.cli.common import (
     warn_undefined,
 )
 from emotion.errors import EmotionError
+from emotion.metrics import figure
 
 HELP = "score a saved model on a data folder"
 

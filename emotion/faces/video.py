@@ -21,7 +21,6 @@ import numpy as np
 
 from emotion.errors import EmotionError
 from emotion.faces.base import quiet_stderr
-from emotion.faces.detect import crop, to_model_input
 
 COLORS = [(60, 180, 75), (230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]  # BGR
 
@@ -127,7 +126,7 @@ def run(source: str, predictor, out: str | None = None, csv_path: str | None = N
     names = predictor.class_names
     frames = n_faces = 0
     boxes: list = []
-    found: list = []
+    known: list = []
     t0 = time.perf_counter()
     try:
         if csv_path:
@@ -140,15 +139,13 @@ def run(source: str, predictor, out: str | None = None, csv_path: str | None = N
             if not ok:
                 break
             rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-            if faces == "none":
-                boxes, inputs = [], [to_model_input(rgb, predictor.image_size, predictor.color)]
-            else:
-                if frames % detect_every == 0:
-                    found = detector.detect(rgb)
-                    found = found[:1] if faces == "largest" else found
-                    boxes = [f.box for f in found]
-                margin = detector.margin if predictor.margin is None else predictor.margin
-                inputs = [crop(rgb, f.box, predictor.image_size, predictor.color, margin) for f in found]
+            if faces != "none" and frames % detect_every == 0:  # between detections, the boxes stay
+                known = detector.detect(rgb)
+                known = known[:1] if faces == "largest" else known
+            pairs = predictor.inputs(rgb, faces, found=known if faces != "none" else None)
+            if faces != "none":  # a frame without a face has nothing to classify
+                pairs = [(f, x) for f, x in pairs if f is not None]
+            boxes, inputs = [f.box for f, _ in pairs if f is not None], [x for _, x in pairs]
             probs = predictor.probabilities(np.stack(inputs)) if inputs else np.zeros((0, len(names)))
             t = frames / fps_in
             if faces == "none":

@@ -19,6 +19,7 @@ import numpy as np
 from emotion.config import Config
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
+from emotion.metrics import figure
 
 METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "loss")
 
@@ -68,7 +69,7 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
              + " |", "|---|---|" + "---|" * folds]
     for m in METRICS:
         s = summary[m]
-        lines.append(f"| {m} | {_figure(s['mean'])} ± {_figure(s['std'])} | " + " | ".join(map(_figure, s["folds"]))
+        lines.append(f"| {m} | {figure(s['mean'])} ± {figure(s['std'])} | " + " | ".join(map(figure, s["folds"]))
                      + " |")
     (out / "cv.md").write_text("\n".join(lines) + "\n")
     return result
@@ -104,6 +105,3 @@ def _summary(values: list) -> dict:
             "folds": values, **({"undefined_in": [i for i, v in enumerate(values) if v is None]}
                                 if len(defined) < len(values) else {})}
 
-
-def _figure(value) -> str:
-    return "undefined" if value is None else f"{value:.4f}"

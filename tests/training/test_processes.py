@@ -4,7 +4,6 @@ ending where one process with the same global batch ends; process 0 alone writes
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -19,16 +18,11 @@ from emotion import backends
 from emotion.config import load_config
 from emotion.errors import EmotionError
 from emotion.tools.parity import Tolerances
+from emotion.tools.serve_bench import free_port
 
 # 21 sad and 20 happy images, split 29/8/4: the last training batch of 8 is 5 images, which two devices cannot
 # split (it is placed whole on both), so the uneven batch is part of the comparison.
 FIT = ["--image-size", "32", "--batch-size", "8", "--epochs", "2", "--quiet", "--no-tensorboard", "--no-checkpoint"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_fit(*args: str, **env) -> subprocess.Popen:
