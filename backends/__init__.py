@@ -14,6 +14,8 @@ and `describe()` reports the backend, its framework version and its devices for 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import importlib
 import importlib.util
 import json
@@ -84,7 +86,7 @@ def select(name: str | None = None, deterministic: bool = False) -> str:
 
 
 def current() -> str:
-    import keras
+    import keras  # here, so that the framework loads only when needed
 
     return keras.backend.backend()
 
@@ -116,7 +118,7 @@ def leave_tensorflow_unimported() -> None:
     TensorFlow one, and no ``tf.data`` pipeline needs seeding, before TensorFlow is imported. Every other caller
     gets Keras's own answer (the string preprocessing layers, Hashing, StringLookup..., which run on TensorFlow
     under every backend, still import it), and code that uses TensorFlow imports it as before."""
-    from keras.src.utils import module_utils
+    from keras.src.utils import module_utils  # here, so that the framework loads only when needed
 
     lazy = module_utils.tensorflow
     if getattr(type(lazy), "imported_only", False) or "tensorflow" in sys.modules:
@@ -188,7 +190,7 @@ def exchange(text: str) -> list[str]:
 EXCHANGE_BYTES = 2048
 
 
-def _resolve_devices(devices: int | str, available: int) -> int:
+def resolve_devices(devices: int | str, available: int) -> int:
     n = available if devices == "all" else int(devices)
     if n < 1:
         raise BackendError(f"--devices must be a positive count or 'all', got {devices!r}")
@@ -228,7 +230,7 @@ def litert_quantization(mode: str, calibration) -> dict:
 def describe() -> dict:
     """``{"backend", "framework_version", "devices"}`` of the running backend, and ``"accelerators"`` (the
     GPUs' model names, e.g. "NVIDIA H200") where it runs on any."""
-    import keras
+    import keras  # here, so that the framework loads only when needed
 
     name = current()
     info = {"backend": name, "keras_version": keras.__version__}
@@ -252,9 +254,6 @@ def keep_freed_memory() -> bool:
     2026-11-25), with futex/mmap/munmap taking most of the CPU before. JAX has its own allocator. Returns False
     where the C library is not glibc (nothing is changed).
     """
-    import ctypes
-    import ctypes.util
-
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
         mallopt = libc.mallopt

@@ -9,7 +9,14 @@ Speed (see docs/performance.md; ``EMOTION_FAST_KERNELS=0`` turns them off): XLA:
 
 import os
 
-from emotion.backends import fast_kernels, leave_tensorflow_unimported
+import numpy as np
+from emotion.backends import (
+    EXCHANGE_BYTES,
+    BackendError,
+    fast_kernels,
+    leave_tensorflow_unimported,
+    resolve_devices,
+)
 
 # XLA:CPU runs convolutions through its YNNPACK library path once any YNN fusion type is enabled: the seed
 # CNN's convolutions (forward and both gradients) run ~2-3x faster than the default emitter. Same math.
@@ -82,7 +89,7 @@ def configure(deterministic: bool = False) -> None:
 
 # --------------------------------------------------------------------------- jit with affine augmentation
 def _affine_augmentation_layers() -> tuple:
-    from keras import layers
+    from keras import layers  # here, so that the framework loads only when needed
 
     return (layers.RandomRotation, layers.RandomZoom, layers.RandomTranslation)
 
@@ -98,7 +105,7 @@ def allow_jit_with_affine_augmentation() -> None:
     that, under this backend, those three layers no longer veto jit; any other non-jittable layer still
     does (idempotent).
     """
-    from keras.src.trainers import trainer
+    from keras.src.trainers import trainer  # here, so that the framework loads only when needed
 
     original = trainer.model_supports_jit
     if getattr(original, "emotion_original", None) is not None:
@@ -124,7 +131,7 @@ def install_fast_max_pool() -> None:
     picks it) from reshapes and elementwise selects, which XLA fuses. Other cases (strides != pool size,
     'same' padding that pads, channels_first, 1D/3D) keep Keras's implementation.
     """
-    from keras.src.backend.jax import nn as jax_nn
+    from keras.src.backend.jax import nn as jax_nn  # here, so that the framework loads only when needed
 
     if getattr(jax_nn.max_pool, "emotion_original", None) is not None:
         return
@@ -141,14 +148,14 @@ def install_fast_max_pool() -> None:
 
 
 def uninstall_fast_max_pool() -> None:
-    from keras.src.backend.jax import nn as jax_nn
+    from keras.src.backend.jax import nn as jax_nn  # here, so that the framework loads only when needed
 
     jax_nn.max_pool = getattr(jax_nn.max_pool, "emotion_original", jax_nn.max_pool)
 
 
 def _fast_pool_window(inputs, pool_size, strides, padding, data_format):
     """(p, q) where the fast path gives exactly Keras's result, else None."""
-    from keras.src import backend
+    from keras.src import backend  # here, so that the framework loads only when needed
 
     if getattr(inputs, "ndim", None) != 4 or backend.standardize_data_format(data_format) != "channels_last":
         return None
@@ -184,7 +191,7 @@ def _max_pool_tiles_fwd(x, window):
 
 
 def _max_pool_tiles_bwd(window, residuals, g):
-    import jax.numpy as jnp
+    import jax.numpy as jnp  # here, so that the framework loads only when needed
 
     x, y = residuals
     p, q = window
@@ -207,7 +214,7 @@ def _max_pool_tiles_bwd(window, residuals, g):
 
 
 def _make_max_pool_tiles():
-    import jax
+    import jax  # here, so that the framework loads only when needed
 
     fn = jax.custom_vjp(_max_pool_tiles_impl, nondiff_argnums=(1,))
     fn.defvjp(_max_pool_tiles_fwd, _max_pool_tiles_bwd)
@@ -225,7 +232,7 @@ _MAX_POOL_TILES = None
 
 
 def peak_device_memory() -> int | None:
-    import jax
+    import jax  # here, so that the framework loads only when needed
 
     device = jax.devices()[0]
     if device.platform == "cpu":
@@ -234,13 +241,13 @@ def peak_device_memory() -> int | None:
 
 
 def enable_float64() -> None:
-    import jax
+    import jax  # here, so that the framework loads only when needed
 
     jax.config.update("jax_enable_x64", True)
 
 
 def describe() -> dict:
-    import jax
+    import jax  # here, so that the framework loads only when needed
 
     info = {"framework_version": jax.__version__, "devices": [f"{d.platform}:{d.id}" for d in jax.devices()]}
     accelerators = [d.device_kind for d in jax.devices() if d.platform != "cpu"]
@@ -256,8 +263,7 @@ def initialize_processes(num_processes: int, process_id: int, coordinator: str) 
     detection: under SLURM or Open MPI that detection makes each process see one GPU only (its local rank's),
     where one process per host should train on every GPU of its host. (Keras's call also agrees on a random
     seed across processes when none is set; `emotion fit` always sets one.)"""
-    import jax
-    from emotion.backends import BackendError
+    import jax  # here, so that the framework loads only when needed
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
@@ -279,9 +285,7 @@ def _timeout(name: str, default: int) -> int:
 
 def exchange(text: str) -> list[str]:
     """Every process's ``text``, in process order (`backends.exchange`): one allgather of a byte buffer."""
-    import numpy as np
-    from emotion.backends import EXCHANGE_BYTES
-    from jax.experimental import multihost_utils
+    from jax.experimental import multihost_utils  # here, so that the framework loads only when needed
 
     data = text.encode()[:EXCHANGE_BYTES]
     buf = np.zeros(EXCHANGE_BYTES + 4, np.uint8)
@@ -301,19 +305,18 @@ def data_parallel(devices: int | str = 1) -> int:
     sums the gradients across them: the same step as on one device, up to the order of the sums. A batch
     whose size the device count does not divide (the partial last batch of an epoch or of a validation
     pass) is replicated instead of split (`_place_uneven_batches`), so every image is still used once."""
-    import jax
-    import keras
-    from emotion.backends import _resolve_devices
+    import jax  # here, so that the framework loads only when needed
+    import keras  # here, so that the framework loads only when needed
 
     if jax.process_count() > 1:  # every process sees every device: each works out the same mesh
         per_process = [[d for d in jax.devices() if d.process_index == p] for p in range(jax.process_count())]
-        n = _resolve_devices(devices, min(len(mine) for mine in per_process))
+        n = resolve_devices(devices, min(len(mine) for mine in per_process))
         names = [f"{d.platform}:{d.id}" for mine in per_process for d in mine[:n]]
         _place_uneven_batches()  # every process is given the whole batch (not Keras's tf.data auto-sharding)
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=names, auto_shard_dataset=False))
         return len(names)
     names = keras.distribution.list_devices()
-    n = _resolve_devices(devices, len(names))
+    n = resolve_devices(devices, len(names))
     if n == 1:
         keras.distribution.set_distribution(None)
         return 1
@@ -335,10 +338,12 @@ def _place_uneven_batches() -> None:
     Several processes: every process reads the same data in the same seeded order, so each holds the whole
     global batch on the host, and gives its own devices only their rows of it (`_global_batch`). (Keras's way,
     each process passing its local slice, cannot tell a slice from a whole uneven last batch by its shape.)"""
-    import jax
-    from keras.src import tree
-    from keras.src.backend.jax import trainer as jax_trainer
-    from keras.src.distribution import distribution_lib
+    import jax  # here, so that the framework loads only when needed
+    from keras.src import tree  # here, so that the framework loads only when needed
+    from keras.src.backend.jax import (
+        trainer as jax_trainer,  # here, so that the framework loads only when needed
+    )  # here, so that the framework loads only when needed
+    from keras.src.distribution import distribution_lib  # here, so that the framework loads only when needed
 
     original = jax_trainer._distribute_data
     if getattr(original, "emotion_original", None) is not None:
@@ -365,9 +370,7 @@ def _place_uneven_batches() -> None:
 def _global_batch(d, mesh, axis: str, split: bool):
     """``d``, a whole batch that every process holds alike, as one array over ``mesh``: its first axis split over
     the ``axis`` devices (``split``), or whole on each device. Each process puts only its own devices' rows."""
-    import jax
-    import numpy as np
-
+    import jax  # here, so that the framework loads only when needed
     d = np.asarray(d)
     spec = jax.sharding.PartitionSpec(axis) if split and d.ndim else jax.sharding.PartitionSpec()
     return jax.make_array_from_callback(d.shape, jax.sharding.NamedSharding(mesh, spec), lambda index: d[index])

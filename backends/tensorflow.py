@@ -1,7 +1,9 @@
 """TensorFlow: GPU memory growth (as the seed did), op determinism on request, and `fit` without a ~35 s stall
 at the start of each epoch (tf.data autotuning, see `py_datasets_without_autotune`)."""
 
+import logging
 import os
+import sys
 
 from emotion.backends import fast_kernels, keep_freed_memory
 
@@ -19,7 +21,6 @@ def prepare(deterministic: bool = False) -> None:
         # TensorFlow's Python logger warns "N out of the last N calls ... triggered tf.function retracing" when one
         # model predicts on a few differently shaped inputs (a run's val, test, samples and reload check): expected
         # here, and noise in a user's terminal. Errors still show; TF_CPP_MIN_LOG_LEVEL=0 shows everything.
-        import logging
 
         logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
@@ -27,8 +28,6 @@ def prepare(deterministic: bool = False) -> None:
 def _quiet_import() -> None:
     """Import TensorFlow with file descriptor 2 closed: its C++ start-up lines ("oneDNN custom operations are
     on", absl's "before InitializeLog") ignore TF_CPP_MIN_LOG_LEVEL and would precede every message of ours."""
-    import sys
-
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
         return
     saved = os.dup(2)
@@ -46,7 +45,7 @@ def _quiet_import() -> None:
 
 
 def configure(deterministic: bool = False) -> None:
-    import tensorflow as tf
+    import tensorflow as tf  # here, so that the framework loads only when needed
 
     if fast_kernels():
         py_datasets_without_autotune()
@@ -71,6 +70,7 @@ def py_datasets_without_autotune() -> None:
     81 s epochs instead of 47 s (gdb: `~RootDataset::Iterator` waiting on the autotune thread). Keras itself turns
     autotuning off when a PyDataset has workers (its enqueuer); this does the same for the in-thread case. The
     generator makes a batch in ~2 ms against a ~230 ms step, and epochs measured 44-46 s without autotuning."""
+    # here, so that the framework loads only when needed
     from keras.src.trainers.data_adapters import py_dataset_adapter
 
     adapter = py_dataset_adapter.PyDatasetAdapter
@@ -79,7 +79,7 @@ def py_datasets_without_autotune() -> None:
     original = adapter.get_tf_dataset
 
     def get_tf_dataset(self):
-        import tensorflow as tf
+        import tensorflow as tf  # here, so that the framework loads only when needed
 
         options = tf.data.Options()
         options.autotune.enabled = False
@@ -90,7 +90,7 @@ def py_datasets_without_autotune() -> None:
 
 
 def peak_device_memory() -> int | None:
-    import tensorflow as tf
+    import tensorflow as tf  # here, so that the framework loads only when needed
 
     if not tf.config.list_logical_devices("GPU"):
         return None
@@ -102,7 +102,7 @@ def litert_quantization(mode: str, calibration) -> dict:
 
     "dynamic": int8 weights, float activations. "int8": int8 weights and activations, ranges calibrated on
     ``calibration`` (uint8 images), every op int8; input and output stay float32."""
-    import tensorflow as tf
+    import tensorflow as tf  # here, so that the framework loads only when needed
 
     options = {"optimizations": [tf.lite.Optimize.DEFAULT]}
     if mode == "int8":
@@ -116,7 +116,7 @@ def litert_quantization(mode: str, calibration) -> dict:
 
 
 def describe() -> dict:
-    import tensorflow as tf
+    import tensorflow as tf  # here, so that the framework loads only when needed
 
     devices = tf.config.list_logical_devices()
     info = {"framework_version": tf.__version__, "devices": [d.name.replace("/device:", "").lower() for d in devices]}

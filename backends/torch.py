@@ -1,7 +1,9 @@
 """PyTorch: device (CUDA when Keras finds one), all cores for intra-op threads, determinism on request."""
 
+import functools
 import os
 
+import numpy as np
 from emotion.backends import fast_kernels, keep_freed_memory, leave_tensorflow_unimported
 
 # `model.export` formats this backend writes (emotion.tools.export), each with the modules it needs; the others
@@ -26,7 +28,7 @@ def prepare(deterministic: bool = False) -> None:
 
 
 def configure(deterministic: bool = False) -> None:
-    import torch
+    import torch  # here, so that the framework loads only when needed
 
     torch.set_num_threads(os.cpu_count() or 1)
     if fast_kernels():
@@ -49,9 +51,13 @@ def install_fast_ops() -> None:
     ops on the permuted view (NCHW indexing, channels_last memory) run PyTorch's channels_last kernels: no
     copies, outputs stay NHWC-contiguous, and values and gradients are the same ops'.
     """
-    from keras.src.backend.torch import image as torch_image
-    from keras.src.backend.torch import nn as torch_nn
-    from keras.src.layers.convolutional.base_conv import BaseConv
+    from keras.src.backend.torch import (
+        image as torch_image,  # here, so that the framework loads only when needed
+    )  # here, so that the framework loads only when needed
+    from keras.src.backend.torch import nn as torch_nn  # here, so that the framework loads only when needed
+    from keras.src.layers.convolutional.base_conv import (
+        BaseConv,  # here, so that the framework loads only when needed
+    )  # here, so that the framework loads only when needed
 
     for name, fast in (("max_pool", fast_max_pool_2d), ("conv", fast_conv_2d)):
         original = getattr(torch_nn, name)
@@ -65,8 +71,6 @@ def install_fast_ops() -> None:
 
 
 def _with_fallback(fast, original):
-    import functools
-
     @functools.wraps(original)  # the signature too: Keras inspects a layer's ``call`` arguments
     def op(*args, **kwargs):
         out = fast(*args, **kwargs)
@@ -78,9 +82,13 @@ def _with_fallback(fast, original):
 
 def uninstall_fast_ops() -> None:
     """Put Keras's own torch ``max_pool``, ``conv``, ``affine_transform`` and convolution layer ``call`` back."""
-    from keras.src.backend.torch import image as torch_image
-    from keras.src.backend.torch import nn as torch_nn
-    from keras.src.layers.convolutional.base_conv import BaseConv
+    from keras.src.backend.torch import (
+        image as torch_image,  # here, so that the framework loads only when needed
+    )  # here, so that the framework loads only when needed
+    from keras.src.backend.torch import nn as torch_nn  # here, so that the framework loads only when needed
+    from keras.src.layers.convolutional.base_conv import (
+        BaseConv,  # here, so that the framework loads only when needed
+    )  # here, so that the framework loads only when needed
 
     for owner, name in ((torch_nn, "max_pool"), (torch_nn, "conv"), (BaseConv, "call"),
                         (torch_image, "affine_transform")):
@@ -98,8 +106,12 @@ def fused_conv_call(layer, inputs):
     round-off at the 1e-7 level. None (Keras's own call) for anything else: other ranks, no bias, LoRA,
     a subclass with its own ``convolution_op``.
     """
-    from keras.src.backend.torch.core import convert_to_tensor
-    from keras.src.layers.convolutional.base_conv import BaseConv
+    from keras.src.backend.torch.core import (
+        convert_to_tensor,  # here, so that the framework loads only when needed
+    )  # here, so that the framework loads only when needed
+    from keras.src.layers.convolutional.base_conv import (
+        BaseConv,  # here, so that the framework loads only when needed
+    )  # here, so that the framework loads only when needed
 
     if (layer.rank != 2 or not layer.use_bias or layer.lora_enabled
             or type(layer).convolution_op is not BaseConv.convolution_op):
@@ -132,9 +144,11 @@ def fast_conv_2d(inputs, kernel, strides=1, padding="valid", data_format=None, d
     """Keras's conv for 4D channels_last 'valid' (or evenly padded 'same') input without its two input copies (NHWC -> contiguous
     NCHW -> channels_last NCHW): the NCHW view of NHWC memory already is channels_last. Same F.conv2d call,
     same memory formats, same result (``bias``: added inside the convolution); None where it does not apply."""
-    import torch
-    from keras.src import backend
-    from keras.src.backend.torch.core import convert_to_tensor
+    import torch  # here, so that the framework loads only when needed
+    from keras.src import backend  # here, so that the framework loads only when needed
+    from keras.src.backend.torch.core import (
+        convert_to_tensor,  # here, so that the framework loads only when needed
+    )  # here, so that the framework loads only when needed
 
     if padding not in ("valid", "same") or backend.standardize_data_format(data_format) != "channels_last":
         return None
@@ -156,8 +170,10 @@ def fast_conv_2d(inputs, kernel, strides=1, padding="valid", data_format=None, d
 
 def fast_max_pool_2d(inputs, pool_size, strides=None, padding="valid", data_format=None):
     """Keras's max_pool for 4D channels_last 'valid' input without layout copies; None where it does not apply."""
-    import torch
-    from keras.src import backend
+    import torch  # here, so that the framework loads only when needed
+    from keras.src import backend  # here, so that the framework loads only when needed
+
+    # here, so that the framework loads only when needed
     from keras.src.backend.torch.core import convert_to_tensor, get_device
 
     if padding != "valid" or backend.standardize_data_format(data_format) != "channels_last":
@@ -186,9 +202,11 @@ def fast_affine_transform(images, transform, interpolation="bilinear", fill_mode
     0-255 pixel scale. Handled: 4D float images, bilinear,
     fill 'nearest' or 'constant' with 0, affine transforms (c0 = c1 = 0), images of at least 2x2.
     """
-    import torch
-    from keras.src import backend
-    from keras.src.backend.torch.core import convert_to_tensor
+    import torch  # here, so that the framework loads only when needed
+    from keras.src import backend  # here, so that the framework loads only when needed
+    from keras.src.backend.torch.core import (
+        convert_to_tensor,  # here, so that the framework loads only when needed
+    )  # here, so that the framework loads only when needed
 
     padding_mode = {"nearest": "border", "constant": "zeros"}.get(fill_mode)
     if interpolation != "bilinear" or padding_mode is None or (fill_mode == "constant" and fill_value != 0):
@@ -216,8 +234,7 @@ def fast_affine_transform(images, transform, interpolation="bilinear", fill_mode
 
 def rng_state():
     """torch's global CPU generator (and the current CUDA device's, where there is one), as one uint8 array."""
-    import numpy as np
-    import torch
+    import torch  # here, so that the framework loads only when needed
 
     parts = [torch.get_rng_state().numpy()]
     if torch.cuda.is_available():
@@ -226,8 +243,7 @@ def rng_state():
 
 
 def set_rng_state(state) -> None:
-    import numpy as np
-    import torch
+    import torch  # here, so that the framework loads only when needed
 
     state = np.asarray(state, dtype=np.uint8)
     n = int(state[:8].view(np.int64)[0])
@@ -237,14 +253,14 @@ def set_rng_state(state) -> None:
 
 
 def peak_device_memory() -> int | None:
-    import torch
+    import torch  # here, so that the framework loads only when needed
 
     return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
 
 
 def describe() -> dict:
-    import torch
-    from keras.src.backend.torch.core import get_device
+    import torch  # here, so that the framework loads only when needed
+    from keras.src.backend.torch.core import get_device  # here, so that the framework loads only when needed
 
     devices = [str(get_device())]
     info = {"framework_version": torch.__version__.split("+")[0], "devices": devices}

@@ -9,7 +9,6 @@ Keras's load (safe_mode on), then `check_loaded(model, report)`.
 Keras checks each archive member on its own (and only past gigabytes); a hostile file can still make it spend
 minutes and gigabytes: a model name megabytes long, weights that unpack to gigabytes of zeros, padding members
 that all get extracted to the temp folder. Here, before Keras parses anything:
-
 - the file is a zip whose central directory (read from its end record before `zipfile` parses it) holds at most
   MAX_MEMBERS entries; no duplicate names, no encryption, only stored or deflated members;
 - only the members a `.keras` has: metadata.json, config.json, model.weights.h5, our emotion.json, and assets/
@@ -46,10 +45,13 @@ import io
 import json
 import re
 import struct
+import tempfile
 import zipfile
 from dataclasses import dataclass, replace
 from itertools import accumulate
 from pathlib import Path, PurePosixPath
+
+import numpy as np
 
 from emotion.errors import EmotionError
 
@@ -342,7 +344,6 @@ def _weights_file(z: zipfile.ZipFile, raw, info: zipfile.ZipInfo):
             raise EmotionError(f"{WEIGHTS} has a damaged local header")
         name_len, extra_len = struct.unpack("<HH", local[26:30])
         return _Window(raw, info.header_offset + 30 + name_len + extra_len, info.compress_size)
-    import tempfile
 
     copy = tempfile.TemporaryFile()
     left = info.file_size
@@ -358,9 +359,7 @@ def _weights_file(z: zipfile.ZipFile, raw, info: zipfile.ZipInfo):
 
 
 def _check_weights(path: Path, z: zipfile.ZipFile, raw, limits: Limits) -> tuple[int, int]:
-    import h5py
-    import numpy as np
-
+    import h5py  # here: h5py is optional or slow to import
     info = z.getinfo(WEIGHTS)
     problems: list[str] = []
     counts = {"objects": 0, "datasets": 0, "bytes": 0}
@@ -417,10 +416,12 @@ def config_variable_bytes(config: dict) -> int | None:
     """Bytes of the variables the model of ``config`` (config.json, parsed) creates, found by building it in a
     `keras.StatelessScope` that leaves them uninitialized: shapes, no memory. None where a layer cannot be built
     so (it makes a variable from values); Keras's own error where the config cannot be built at all."""
-    import keras
+    import keras  # here, so that the framework loads only when needed
 
     try:
-        from keras.src.backend.common import global_state
+        from keras.src.backend.common import (
+            global_state,  # here, so that the framework loads only when needed
+        )  # here, so that the framework loads only when needed
     except ImportError:  # a Keras without it: no shape-only build
         return None
     pending = list(global_state.get_global_attribute("uninitialized_variables", [], set_to_default=True))
@@ -439,8 +440,6 @@ def config_variable_bytes(config: dict) -> int | None:
 
 def variable_bytes(model) -> int:
     """Bytes of the model's variables, and its optimizer's where it has one."""
-    import numpy as np
-
     variables = list(model.weights)
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:

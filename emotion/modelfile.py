@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion import backends
 from emotion.errors import EmotionError
 from emotion.guard import MIB, Limits, check_loaded, check_model_file
 
@@ -135,7 +136,7 @@ def load_keras_model(path: str | Path, limits: Limits | None = None):
     """`keras.saving.load_model`, behind `emotion.guard` (the file is checked before Keras reads it, and the
     weights against the model after), with one-line errors for a missing, foreign, damaged or hostile file.
     safe_mode stays on: a file that would run code (a Lambda layer) is refused."""
-    import keras
+    import keras  # here, so that the framework loads only when needed
 
     path = find_model(path)
     report = check_model_file(path, limits)
@@ -155,7 +156,7 @@ class OnnxModel:
 
     def __init__(self, path: str | Path):
         try:
-            import onnxruntime as ort
+            import onnxruntime as ort  # here: onnxruntime is optional or slow to import
         except ImportError:
             raise EmotionError("--runtime onnx needs onnxruntime: pip install -e '.[onnx]'") from None
         options = ort.SessionOptions()
@@ -198,7 +199,6 @@ def open_model(path: str | Path | None = None, runtime: str | None = None, limit
         model = OnnxModel(path)
         return model, model.meta or read_meta(path)
     meta = read_meta(path)
-    from emotion import backends
 
     # the backend's own setup, as for training: under JAX the shipped model (it holds Keras's affine augmentation
     # layers) is otherwise predicted op by op, not jitted: 78 ms a face instead of 13 here

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,7 +45,13 @@ def image_files(paths: Iterable[str | Path]) -> list[Path]:
 
 
 class Predictor:
-    """A model, its class names and how it meets images (``faces``: 'largest' | 'all' | 'none')."""
+    """A model, its class names and how it meets images (``faces``: 'largest' | 'all' | 'none'): faces found
+    and cropped as the model was trained to see them, batched, one row per face.
+
+        clf = Predictor.load("emotions", faces="all")          # or emotion.load(...)
+        clf.predict("group.jpg")     # [{"face": 0, "box": [...], "label": "happy", "p": 0.91, "probs": {...}}, ...]
+        clf.probabilities(crops)     # (n, 8) for (n, 48, 48, 1) uint8 face crops
+    """
 
     def __init__(self, model, class_names: list[str], faces: str = "none", margin: float | None = None,
                  detector: str | None = None, face_model: bool | None = None, min_face_score: float | None = None):
@@ -167,8 +174,6 @@ class Predictor:
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise EmotionError("the image holds NaN or infinite values")
         if x.max() <= 1:
-            import warnings
-
             warnings.warn("every pixel of this image lies in [0, 1], but the model takes raw 0-255 values (it "
                           "rescales inside): multiply by 255, or pass the image as decoded", stacklevel=2)
         if x.dtype != np.uint8:

@@ -17,6 +17,8 @@ import argparse
 import os
 import sys
 
+from emotion import __version__, backends
+from emotion.backends import BackendError
 from emotion.cli import (
     bench,
     cache,
@@ -44,8 +46,6 @@ COMMANDS = {"fit": fit, "cv": cv, "test": test, "predict": predict, "video": vid
 
 def build_parser() -> argparse.ArgumentParser:
     """The `emotion` parser: one sub-parser per entry of `COMMANDS`."""
-    from emotion import __version__
-
     parser = Parser(prog="emotion", description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 2)[2],
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"emotion {__version__}")
@@ -76,8 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         early_checks(args)  # bad paths and hostile model files: told before a framework is imported
         if hasattr(args, "backend") and uses_keras(args):
-            from emotion import backends
-
             backends.select(args.backend, deterministic=bool(getattr(args, "deterministic", False)))
         return COMMANDS[args.command].run(args)
     except KeyboardInterrupt:
@@ -90,7 +88,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         if os.environ.get("EMOTION_DEBUG"):
             raise
-        from emotion.backends import BackendError
 
         known = isinstance(e, EmotionError | BackendError)
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

@@ -6,18 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from emotion.tools import bench
+from emotion.tools.bench import config_from_args, run_bench
+
 HELP = "time training and inference under each backend (bench.md/.json/.png)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emotion.tools import bench
-
     bench.add_arguments(p)
 
 
 def run(args) -> int:
-    from emotion.tools.bench import config_from_args, run_bench
-
     cfg = config_from_args(args)
     run_bench(cfg, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print((Path(cfg.out) / "bench.md").read_text(), end="")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from emotion.cli.common import CACHE_HELP
+from emotion.data.cache import cache_dir, cache_entries, clear_cache, remove_files
 from emotion.errors import EmotionError
 
 HELP = "show (info) or empty (clear) the decoded-image cache"
@@ -19,8 +20,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from emotion.data.cache import cache_dir, cache_entries, clear_cache, remove_files
-
     where = cache_dir(args.cache)
     if where is None:
         raise EmotionError("the cache is off ('off' from --cache or $EMOTION_CACHE): there is nothing to show or clear")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from emotion.cli.common import data_args, text
+from emotion.data.clean import quarantine, scan_invalid
 
 HELP = "list (and optionally quarantine) files that are not valid images"
 
@@ -15,8 +16,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from emotion.data.clean import quarantine, scan_invalid
-
     invalid, valid = scan_invalid(args.data, args.classes, args.max_image_mb, progress=False if args.quiet else None)
     for path, reason in invalid:
         print(f"invalid: {text(path)}: {reason}")

@@ -4,14 +4,28 @@ fit settings), and how results and file names are printed."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
+import re
 import sys
 from pathlib import Path
 
 from emotion.backends import NAMES as BACKENDS
-from emotion.config import fraction, parse_names, positive_int
-from emotion.faces.detect import DETECTORS
-from emotion.modelfile import DEFAULT_MODEL, RUNTIMES, SHIPPED
+from emotion.config import (
+    add_arguments,
+    flatten,
+    fraction,
+    load_config,
+    overrides_from_args,
+    parse_names,
+    positive_int,
+    to_yaml,
+)
+from emotion.faces.detect import DETECTORS, check_detector
+from emotion.guard import MAX_MODEL_MB, Limits
+from emotion.metrics import chance_line
+from emotion.modelfile import DEFAULT_MODEL, RUNTIMES, SHIPPED, resolve_model, runtime_for
+from emotion.training.run import resolve_resume
 
 
 class Parser(argparse.ArgumentParser):
@@ -22,9 +36,6 @@ class Parser(argparse.ArgumentParser):
         super().__init__(*args, allow_abbrev=False, **kwargs)
 
     def error(self, message):
-        import difflib
-        import re
-
         wrong = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if wrong:  # a misspelt command or --backend value
             options = re.findall(r"'?([^',\s]+)'?", wrong.group(2))
@@ -75,22 +86,16 @@ def model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
 
 def uses_keras(args) -> bool:
     """Whether the command needs a Keras backend: not for a model run by onnxruntime."""
-    from emotion.modelfile import runtime_for
-
     return runtime_for(getattr(args, "model", None), getattr(args, "runtime", None)) == "keras"
 
 
 def max_model_arg(p: argparse.ArgumentParser) -> None:
-    from emotion.guard import MAX_MODEL_MB
-
     p.add_argument("--max-model-mb", type=float, default=None, metavar="MB",
                    help=f"refuse a model file that unpacks to more than this (default {MAX_MODEL_MB}); "
                         "files are checked before Keras reads them (docs/security.md)")
 
 
 def limits(args):
-    from emotion.guard import Limits
-
     return Limits.from_mb(getattr(args, "max_model_mb", None))
 
 
@@ -100,8 +105,6 @@ CACHE_HELP = ("decoded-image cache folder, or 'off' (default: $EMOTION_CACHE, $X
 
 def fit_args(p: argparse.ArgumentParser) -> None:
     """Every setting of `emotion.config` as a flag (declared there, once), and what a run folder needs."""
-    from emotion.config import add_arguments
-
     add_arguments(p)
     p.add_argument("--print-config", action="store_true",
                    help="print the effective settings as YAML (which --config takes back) and exit")
@@ -113,12 +116,9 @@ def fit_args(p: argparse.ArgumentParser) -> None:
 def config(args, from_checkpoint: bool = True):
     """The settings of a fit or cv: defaults, --config, flags; with `fit --resume`, the checkpoint's, which the
     given settings must agree with (`cv --resume` resumes fold by fold with the settings given)."""
-    from emotion.config import flatten, load_config, overrides_from_args
-
     overrides = overrides_from_args(args)
     if not (from_checkpoint and getattr(args, "resume", False)):
         return load_config(args.config, overrides)
-    from emotion.training.run import resolve_resume
 
     given = flatten(load_config(args.config, overrides)) if args.config else \
         {k: v for k, v in overrides.items() if v is not None}
@@ -127,8 +127,6 @@ def config(args, from_checkpoint: bool = True):
 
 
 def warn_chance(result: dict, what: str = "test") -> None:
-    from emotion.metrics import chance_line
-
     line = chance_line(result, what)
     if line:
         print(f"emotion: {line}", file=sys.stderr)
@@ -141,8 +139,6 @@ def warn_undefined(result: dict, what: str = "test") -> None:
 
 
 def print_config(cfg) -> int:
-    from emotion.config import to_yaml
-
     print(to_yaml(cfg), end="")
     return 0
 
@@ -155,9 +151,6 @@ def text(value) -> str:
 
 def check_model(args) -> None:
     """The model named by ``--model`` (and its detector settings), checked before any framework loads."""
-    from emotion.faces.detect import check_detector
-    from emotion.modelfile import resolve_model
-
     if getattr(args, "min_face_score", None) is not None:
         check_detector(args.detector, args.min_face_score)
     resolve_model(args.model, getattr(args, "runtime", None), limits(args))

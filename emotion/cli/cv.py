@@ -7,6 +7,7 @@ import argparse
 from emotion.cli.common import backend_args, config, fit_args, print_config, warn_chance
 from emotion.errors import EmotionError
 from emotion.metrics import figure
+from emotion.training.cv import cv_run
 
 HELP = "K-fold cross-validation: mean ± std of every test metric"
 
@@ -29,7 +30,6 @@ def run(args) -> int:
     if cfg.trainer.num_processes > 1:
         raise EmotionError("emotion cv trains each fold in one process (--jobs runs folds side by side); "
                            "--num-processes is for emotion fit")
-    from emotion.training.cv import cv_run
 
     result = cv_run(cfg, args.folds, resume=args.resume, overwrite=args.overwrite, jobs=args.jobs)
     for m, v in result["summary"].items():

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from emotion.config import parse_names
+from emotion.data.fer2013 import import_csv
 
 HELP = "import a data set as image folders"
 
@@ -18,8 +19,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from emotion.data.fer2013 import import_csv
-
     result = import_csv(args.csv, args.out, args.classes)
     for line in result["malformed"][:20]:
         print(f"malformed: {line}", file=sys.stderr)

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 
 from emotion.cli.common import backend_args, check_model
+from emotion.tools import export, export_matrix
 
 HELP = ("export a .keras (SavedModel, ONNX, LiteRT, OpenVINO, torch) and verify it; --matrix: every "
         "format from every backend")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emotion.tools import export
-
     backend_args(p)
     export.add_arguments(p)
 
@@ -22,6 +21,4 @@ def check(args) -> None:
 
 
 def run(args) -> int:
-    from emotion.tools.export import command
-
-    return command(args)
+    return export_matrix.matrix_command(args) if args.matrix else export.command(args)

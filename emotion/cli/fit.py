@@ -15,6 +15,7 @@ from emotion.cli.common import (
     warn_undefined,
 )
 from emotion.metrics import figure
+from emotion.training.run import fit_run
 
 HELP = "train, test and save a run folder"
 
@@ -34,7 +35,6 @@ def run(args) -> int:
     cfg = config(args)
     if args.print_config:
         return print_config(cfg)
-    from emotion.training.run import fit_run
 
     metrics = fit_run(cfg, resume=args.resume, overwrite=args.overwrite, limits=limits(args))
     t = metrics["test"]

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import argparse
 
+from emotion.tools import parity
+from emotion.tools.parity import command
+
 HELP = "train under every backend from the same weights and compare (parity.md)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from emotion.tools import parity
-
     parity.add_arguments(p)
 
 
 def run(args) -> int:
-    from emotion.tools.parity import command
-
     return command(args)

@@ -6,11 +6,14 @@ import argparse
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 
 from emotion.cli.common import backend_args, check_model, limits, max_image_arg, model_arg, text
 from emotion.errors import EmotionError
 from emotion.faces.detect import FACE_MODES
+from emotion.faces.video import COLORS, draw
+from emotion.predictor import Predictor, image_files
 
 HELP = "find the faces in images and folders and label each one"
 
@@ -30,17 +33,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check(args) -> None:
-    from emotion.predictor import image_files
-
     image_files(args.paths)
     check_model(args)
 
 
 def run(args) -> int:
-    import time
-
-    from emotion.predictor import Predictor, image_files
-
     files = image_files(args.paths)  # every path checked before the model loads
     if not files:
         raise EmotionError("no image files in " + ", ".join(args.paths))
@@ -98,9 +95,7 @@ def run(args) -> int:
 def _annotator(folder: Path):
     """on_image callback of `Predictor.predict_files`: a copy of the image with boxes and labels, in ``folder``,
     under the image's name (a free name is picked rather than overwrite a file)."""
-    import cv2
-
-    from emotion.faces.video import COLORS, draw
+    import cv2  # here: cv2 is optional or slow to import
 
     def save(path, image, rows):
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR) if image.shape[-1] == 3 else \

@@ -32,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     try:
-        from emotion.serve import parse_bytes, serve
+        from emotion.serve import parse_bytes, serve  # here, so that the framework loads only when needed
     except ImportError as e:
         raise EmotionError(f"emotion serve needs {e.name}: pip install -e '.[serve]'") from None
     return serve(args.model, host=args.host, port=args.port, max_batch_size=args.max_batch_size,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from emotion.data.synth import generate
+
 HELP = "draw a deterministic synthetic happy/sad face set"
 
 
@@ -15,8 +17,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from emotion.data.synth import generate
-
     counts = generate(args.out, args.per_class, args.seed, args.size)
     print(f"wrote {sum(counts.values())} synthetic faces to {args.out} ({counts})")
     return 0

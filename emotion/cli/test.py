@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from emotion.cli.common import (
     CACHE_HELP,
     backend_args,
@@ -18,8 +20,11 @@ from emotion.cli.common import (
     warn_chance,
     warn_undefined,
 )
+from emotion.data.cache import load_folder
+from emotion.data.folders import class_folders, is_presplit, subdirs
 from emotion.errors import EmotionError
-from emotion.metrics import figure
+from emotion.metrics import figure, score_classes
+from emotion.predictor import Predictor
 
 HELP = "score a saved model on a data folder"
 
@@ -44,20 +49,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check(args) -> None:
-    from emotion.data.folders import class_folders
-
     class_folders(Path(args.data), args.classes)
     check_model(args)
 
 
 def run(args) -> int:
-    import numpy as np
-
-    from emotion.data.cache import load_folder
-    from emotion.data.folders import class_folders, is_presplit, subdirs
-    from emotion.metrics import score_classes
-    from emotion.predictor import Predictor
-
     root = Path(args.data)
     class_folders(root, args.classes)  # data errors before the model loads
     if is_presplit(root):
@@ -80,7 +76,7 @@ def run(args) -> int:
     if args.restrict and len(names) < 2:
         raise EmotionError(f"--restrict needs at least two class folders in {base}, found {names}")
     if args.tta_flip and not any(layer.name == "flip_tta" for layer in clf.model.layers):
-        from emotion.models.surgery import with_flip_tta
+        from emotion.models.surgery import with_flip_tta  # here, so that the framework loads only when needed
 
         clf.model = with_flip_tta(clf.model)
     faces = args.faces or ("crop" if clf.face_model else "none")

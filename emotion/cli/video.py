@@ -8,7 +8,9 @@ from pathlib import Path
 
 from emotion.cli.common import backend_args, check_model, limits, model_arg
 from emotion.errors import EmotionError
+from emotion.faces import video
 from emotion.faces.detect import FACE_MODES
+from emotion.predictor import Predictor
 
 HELP = "label the faces of a video file or camera, frame by frame"
 
@@ -35,9 +37,6 @@ def check(args) -> None:
 
 
 def run(args) -> int:
-    from emotion.faces import video
-    from emotion.predictor import Predictor
-
     for target in (args.out, args.csv):
         if target and Path(target).exists() and not args.overwrite:
             raise EmotionError(f"{target} exists; pass --overwrite to replace it")

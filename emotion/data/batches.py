@@ -15,7 +15,7 @@ from emotion.data.decode import release_pages
 def make_batches(images, labels, batch_size: int, shuffle: bool = False, seed: int = 0, num_classes: int = 2):
     """A `keras.utils.PyDataset` over uint8 arrays. Keras is imported here, not at module import, so the
     data module (scan, split, clean) works before a backend is chosen."""
-    import keras
+    import keras  # here, so that the framework loads only when needed
 
     class _Batches(keras.utils.PyDataset):
         """Batches of float32 pixels (0-255; the model rescales) and labels ((n, 1) 0/1 for two classes,

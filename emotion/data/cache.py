@@ -18,6 +18,7 @@ import numpy as np
 
 from emotion.data.decode import Folder, decode_files
 from emotion.data.folders import list_files
+from emotion.faces.detect import make_detector
 from emotion.images import MAX_IMAGE_MB, MB
 
 _CACHE_VERSION = 3  # 3: photos turned upright by their EXIF Orientation
@@ -253,8 +254,6 @@ def load_folder(base: str | Path, class_names, image_size: int, color: str = "rg
     base = Path(base)
     files = list_files(base, class_names)
     if faces == "crop":
-        from emotion.faces.detect import make_detector
-
         if not hasattr(detector, "detect"):  # a name (None: the default), or a detector made by the caller
             detector = make_detector(detector)
     else:

@@ -28,7 +28,16 @@ from emotion.errors import EmotionError
 
 
 class EmotionDataModule:
-    """Scan, validate, split and batch one data folder (see module docstring)."""
+    """Scan, validate, split and batch one data folder: a folder of class folders (split 70/20/10 by file
+    content, identical files kept together) or of ``train/ val/ test/`` (used as given). ``data.votes`` trains on
+    per-face vote distributions (FER+), ``data.faces`` on face crops, ``data.mix_in`` adds another folder's
+    images to the training split.
+
+        dm = EmotionDataModule(DataConfig(data="../shared/data/ferplus", image_size=48, color="grayscale",
+                                          votes="../shared/data/ferplus/votes.csv")).setup()
+        dm.class_names, dm.split_sizes()     # eight emotions; {'train': 25045, 'val': 3191, 'test': 3137}
+        x, y = dm.train_dataloader()[0]      # float32 pixels 0-255, (64, 8) vote distributions
+    """
 
     def __init__(self, cfg: DataConfig, seed: int = 0, progress: bool | None = None):
         self.cfg, self.seed, self.progress = cfg, seed, progress

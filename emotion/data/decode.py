@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion.faces.detect import face_inputs
 from emotion.images import MAX_IMAGE_MB, decode_image, load_image, read_image_file
 
 
@@ -117,7 +118,6 @@ def _decode_one(args):
         digest = hashlib.sha1(data).hexdigest()
         if detector is None:
             return load_image(data, image_size, color), digest, None, None
-        from emotion.faces.detect import face_inputs
 
         (face, image), = face_inputs(decode_image(data), image_size, color, "largest", detector)
         return image, digest, None, face is not None

@@ -115,7 +115,9 @@ class BlazeFaceDetector:
         if not 0 <= min_score <= 1:
             raise EmotionError(f"blazeface min_score must lie in [0, 1], got {min_score}")
         try:
-            from ai_edge_litert.interpreter import Interpreter
+            from ai_edge_litert.interpreter import (
+                Interpreter,  # here: ai_edge_litert is optional or slow to import
+            )  # here: ai_edge_litert is optional or slow to import
         except ImportError as e:
             raise EmotionError("the blazeface face detector needs the LiteRT interpreter: "
                                "pip install ai-edge-litert==2.3.0") from e
@@ -156,7 +158,7 @@ class BlazeFaceDetector:
     def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
         """The (1, S, S, 3) float32 input in [-1, 1] and (offset_x, offset_y, scale_x, scale_y): an input pixel
         coordinate u maps to the image's (u - offset) / scale."""
-        import cv2
+        import cv2  # here: cv2 is optional or slow to import
 
         if image.ndim == 3 and image.shape[-1] == 1:
             image = image[..., 0]

@@ -88,7 +88,7 @@ def crop(image: np.ndarray, box, size: int, color: str = "rgb", margin: float = 
     h, w = image.shape[:2]
     x0, y0, side = square_box(box, margin)
     if abs(roll) >= 1.0:
-        import cv2
+        import cv2  # here: cv2 is optional or slow to import
 
         x, y, bw, bh = box
         turn = cv2.getRotationMatrix2D((x + bw / 2, y + bh / 2), roll, 1.0)

@@ -17,7 +17,7 @@ from emotion.faces.base import MIN_FACE_SIDE, Face
 
 def cascade_path(name: str = "haarcascade_frontalface_default.xml") -> Path:
     """The Haar cascade file inside the installed OpenCV wheel; a one-line error where it is absent."""
-    import cv2
+    import cv2  # here: cv2 is optional or slow to import
 
     folder = Path(getattr(getattr(cv2, "data", None), "haarcascades", "") or "")
     path = folder / name
@@ -53,7 +53,7 @@ class HaarDetector:
                 "min_side": self.min_side}
 
     def _cascade(self):
-        import cv2
+        import cv2  # here: cv2 is optional or slow to import
 
         cascade = getattr(self._local, "cascade", None)
         if cascade is None:
@@ -64,7 +64,7 @@ class HaarDetector:
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an (H, W, 3) RGB or (H, W[, 1]) grey uint8 image, largest first."""
-        import cv2
+        import cv2  # here: cv2 is optional or slow to import
 
         grey = image if image.ndim == 2 else image[..., 0] if image.shape[-1] == 1 else \
             cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)

@@ -69,7 +69,7 @@ class Tracks:
 
 
 def open_source(source: str):
-    import cv2
+    import cv2  # here: cv2 is optional or slow to import
 
     is_camera = source.isdigit()
     if not is_camera and not Path(source).is_file():
@@ -85,7 +85,7 @@ def display_available() -> bool:
     """A live window needs a display and an OpenCV built with a GUI (the headless wheel has none)."""
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.name == "nt"):
         return False
-    import cv2
+    import cv2  # here: cv2 is optional or slow to import
 
     try:
         cv2.namedWindow("emotion")
@@ -95,7 +95,7 @@ def display_available() -> bool:
 
 
 def draw(frame_bgr, box, text: str, color) -> None:
-    import cv2
+    import cv2  # here: cv2 is optional or slow to import
 
     x, y, w, h = box
     cv2.rectangle(frame_bgr, (x, y), (x + w, y + h), color, 2)
@@ -110,7 +110,7 @@ def run(source: str, predictor, out: str | None = None, csv_path: str | None = N
         faces: str = "all", smooth: float = 0.6, detect_every: int = 1,
         max_frames: int | None = None, log=print) -> dict:
     """Process a video; returns {"frames", "faces", "seconds", "fps"}."""
-    import cv2
+    import cv2  # here: cv2 is optional or slow to import
 
     cap = open_source(source)
     fps_in = cap.get(cv2.CAP_PROP_FPS) or 25.0

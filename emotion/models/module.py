@@ -37,6 +37,16 @@ from emotion.models.presets import build_model
 
 
 class EmotionClassifier:
+    """What is learned: the network (a preset from the registry), the loss, the optimizer and its schedule, the
+    metrics, and hooks the `Trainer` calls. Subclass it and override any of them (module docstring).
+
+        class Focal(EmotionClassifier):
+            def configure_loss(self):
+                return keras.losses.CategoricalFocalCrossentropy(gamma=2.0)
+
+        module = Focal("vgg-bn", input_shape=(48, 48, 1), num_classes=8)   # or: emotion fit --module mod:Focal
+    """
+
     def __init__(self, preset: str = "seed", input_shape=(256, 256, 3), num_classes: int = 2,
                  learning_rate: float = 1e-3, lr_schedule: str = "constant", label_smoothing: float = 0.0,
                  precision: str | None = None, preset_args: dict | None = None):

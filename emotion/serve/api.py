@@ -19,6 +19,9 @@ from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
 from PIL import Image
 
+from emotion import backends
+from emotion.images import decode_image
+from emotion.predictor import Predictor
 from emotion.serve.requests import MAX_PIXELS, MAX_SIDE
 
 
@@ -75,13 +78,9 @@ class EmotionAPI(ls.LitAPI):
 
     def setup(self, device):
         try:
-            from emotion.predictor import Predictor
-
             for sig in (signal.SIGTERM, signal.SIGINT):  # stopped by the main process (`_drain_on_sigterm`)
                 signal.signal(sig, stop_only_with(os.getppid()))
             if self.runtime == "keras":
-                from emotion import backends
-
                 backends.select(self.backend)
             Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # decode_image turns Pillow's warning past this into an error
             self.clf = Predictor.load(self.model_name, faces=self.faces, detector=self.detector, runtime=self.runtime,
@@ -100,8 +99,6 @@ class EmotionAPI(ls.LitAPI):
             raise
 
     def decode_request(self, request, **kwargs):
-        from emotion.images import decode_image
-
         t0 = time.perf_counter()
         try:
             return decode_image(request["image"], "rgb", MAX_SIDE), request.get("faces")

@@ -7,6 +7,7 @@ header) before it is queued for the model, and the shapes of the answers.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 
 from fastapi import HTTPException, Request
@@ -14,6 +15,8 @@ from PIL import Image
 from pydantic import BaseModel
 
 from emotion.errors import EmotionError
+from emotion.faces.detect import FACE_MODES
+from emotion.images import SUPPORTED_FORMATS
 
 MAX_PIXELS = 50_000_000  # an image declaring more pixels is refused (413) before it is decoded
 MAX_SIDE = 1280  # decoded images are shrunk to this longer side, as `emotion predict` does
@@ -23,8 +26,6 @@ FORM_FIELDS = ("image", "file")
 
 def parse_bytes(text: str) -> int:
     """'10MB', '512KB', '1GB', '123' -> bytes (1 MB = 1,000,000 bytes)."""
-    import re
-
     m = re.fullmatch(r"([0-9]*\.?[0-9]+)(GB|MB|KB|B)?", str(text).strip().upper().replace(" ", ""))
     if not m:
         raise EmotionError(f"not a size: {text!r} (e.g. 10MB, 512KB, 1000000)")
@@ -36,8 +37,6 @@ def parse_bytes(text: str) -> int:
 
 def read_faces(request: Request) -> str | None:
     """The ``?faces=`` of a request: largest, all or none (the image is a face crop: no detection)."""
-    from emotion.faces.detect import FACE_MODES
-
     faces = request.query_params.get("faces")
     if faces is not None and faces not in FACE_MODES:
         raise HTTPException(400, f"faces must be one of {', '.join(FACE_MODES)}, got {faces[:40]!r}")
@@ -87,8 +86,6 @@ async def read_image(request: Request, max_bytes: int) -> bytes:
 def check_header(data: bytes) -> None:
     """Format and declared size from the image header alone (no decoding): not an image -> 400, a format
     `emotion` does not read -> 415, too many pixels -> 413."""
-    from emotion.images import SUPPORTED_FORMATS
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

@@ -11,6 +11,7 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import tempfile
 import threading
 
 import litserve as ls
@@ -18,6 +19,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from litserve.loops.base import _SENTINEL_VALUE
 
+from emotion import backends
 from emotion.errors import EmotionError
 from emotion.modelfile import RUNTIMES, resolve_model, runtime_for
 from emotion.serve.api import EmotionAPI, stop_only_with
@@ -44,7 +46,7 @@ def check_port(host: str, port: int) -> None:
 def build_server(api: EmotionAPI, workers: int = 1, max_bytes: int = 10_000_000, timeout: float = 30):
     """The LitServer, with LitServe's POST /predict route replaced by one that reads images (LitServe's own
     reads JSON or forms only) and answers bad ones with a 4xx before they are queued."""
-    from litserve.server import RegularRequestHandler
+    from litserve.server import RegularRequestHandler  # here: litserve is optional or slow to import
 
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=workers, timeout=timeout,
                           model_metadata={"model": api.model_name or "happy-sad (shipped)", "runtime": api.runtime})
@@ -83,8 +85,6 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, m
           backend: str | None = None, min_face_score: float | None = None) -> int:
     """Run until SIGTERM or Ctrl+C; 0 after a clean stop. Usage errors (a port in use, a missing model) are
     EmotionErrors raised before anything loads."""
-    import tempfile
-
     if host not in HOSTS:
         raise EmotionError(f"--host must be one of {', '.join(HOSTS)}, got {host}")
     if runtime is not None and runtime not in RUNTIMES:
@@ -94,8 +94,6 @@ def serve(model: str | None = None, host: str = "127.0.0.1", port: int = 8000, m
     resolve_model(model, runtime)  # the model file, checked before anything loads
     runtime = runtime_for(model, runtime)
     if runtime == "keras":
-        from emotion import backends
-
         if backend and backend not in backends.installed():
             raise EmotionError(f"backend {backend!r} is not installed here: pip install -e '.[{backend}]'")
     else:

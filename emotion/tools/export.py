@@ -42,7 +42,13 @@ from pathlib import Path
 
 import numpy as np
 
+from emotion import backends
+from emotion.config import DataConfig
+from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
+from emotion.guard import MAX_MODEL_MB, Limits
+from emotion.metrics import predicted_labels
+from emotion.modelfile import ONNX_META_KEY, load_keras_model, read_meta
 from emotion.tools import harness
 
 
@@ -73,8 +79,6 @@ log = harness.log  # progress lines go to stderr
 # ============================================================================================ checks
 def check_request(fmt: str, out: str | Path, quantize: str | None, backend: str) -> Path:
     """Everything that can be refused before the model loads: format, path, quantization, backend, modules."""
-    from emotion import backends
-
     if fmt not in FORMATS:
         raise EmotionError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
     out = Path(out)
@@ -124,7 +128,9 @@ def _have(module: str) -> bool:
 def single_file_onnx(path: Path) -> None:
     """Fold weights that an exporter wrote to a side file (jax2onnx writes ``X.onnx.data``) back into ``path``,
     so the model is one self-contained file; the side files it referenced are then removed."""
-    import onnx
+    import onnx  # here: onnx is optional or slow to import
+
+    # here: onnx is optional or slow to import
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     model = onnx.load(str(path), load_external_data=False)
@@ -183,9 +189,6 @@ def run_settings(model_path: Path) -> dict:
 
 def check_data(model_path: Path, model, data: str | None, class_names: list[str] | None = None) -> CheckData:
     """The model's test split (and training images for calibration) of ``data``; without it, random images."""
-    from emotion.config import DataConfig
-    from emotion.data.datamodule import EmotionDataModule
-
     _, size, _, channels = model.input_shape
     if data and not Path(data).is_dir():
         raise EmotionError(f"data folder not found: {data}")
@@ -228,9 +231,7 @@ def _fixed(dim) -> int | None:
 def add_onnx_meta(path: Path, model_path: Path) -> None:
     """Carry the model's `emotion.json` (class names, whether it crops faces, ...) into the ONNX file's
     metadata_props, where `emotion predict --runtime onnx` reads it."""
-    import onnx
-
-    from emotion.modelfile import ONNX_META_KEY, read_meta
+    import onnx  # here: onnx is optional or slow to import
 
     meta = read_meta(model_path)
     if not meta:
@@ -242,7 +243,7 @@ def add_onnx_meta(path: Path, model_path: Path) -> None:
 
 
 def run_onnx(path: Path):
-    import onnxruntime as ort
+    import onnxruntime as ort  # here: onnxruntime is optional or slow to import
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inp = session.get_inputs()[0]
@@ -250,7 +251,7 @@ def run_onnx(path: Path):
 
 
 def run_saved_model(path: Path):
-    import tensorflow as tf
+    import tensorflow as tf  # here, so that the framework loads only when needed
 
     loaded = tf.saved_model.load(str(path))
     fn = loaded.serve if hasattr(loaded, "serve") else loaded.signatures["serving_default"]
@@ -266,9 +267,11 @@ def run_saved_model(path: Path):
 
 def run_litert(path: Path):
     try:
-        from ai_edge_litert.interpreter import Interpreter
+        from ai_edge_litert.interpreter import (
+            Interpreter,  # here: ai_edge_litert is optional or slow to import
+        )  # here: ai_edge_litert is optional or slow to import
     except ImportError:  # TensorFlow's own copy of the interpreter
-        from tensorflow.lite import Interpreter
+        from tensorflow.lite import Interpreter  # here, so that the framework loads only when needed
 
     interpreter = Interpreter(model_path=str(path))
     inp = interpreter.get_input_details()[0]
@@ -287,7 +290,7 @@ def run_litert(path: Path):
 
 
 def run_openvino(path: Path):
-    import openvino as ov
+    import openvino as ov  # here: openvino is optional or slow to import
 
     # f32 inference: on CPUs with bf16 units OpenVINO would otherwise pick bf16 on its own.
     compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
@@ -297,7 +300,7 @@ def run_openvino(path: Path):
 
 
 def run_torch(path: Path):
-    import torch
+    import torch  # here, so that the framework loads only when needed
 
     module = torch.export.load(str(path)).module()
 
@@ -331,11 +334,7 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path, quantize: st
                  accuracy_points: float = ACCURACY_POINTS, max_model_mb: float | None = None) -> dict:
     """Export under the running backend and verify; returns the report (``ok`` False: a check failed).
     ``max_model_mb``: raises `emotion.guard`'s limit on the model file."""
-    from emotion import backends
-    from emotion.guard import Limits
-    from emotion.metrics import predicted_labels
-    from emotion.modelfile import load_keras_model
-    from emotion.models.surgery import for_inference
+    from emotion.models.surgery import for_inference  # here, so that the framework loads only when needed
 
     backend = backends.current()
     limits = Limits.from_mb(max_model_mb)
@@ -436,7 +435,6 @@ def add_arguments(p) -> None:
     p.add_argument("--quantize", choices=QUANTIZE, help="LiteRT only: dynamic (int8 weights) or int8 (calibrated)")
     p.add_argument("--data", help="data folder for the check: its test split, as the run split it (default: "
                    "32 seeded random images; a path is never taken from metrics.json)")
-    from emotion.guard import MAX_MODEL_MB
 
     p.add_argument("--max-model-mb", type=float, default=None, metavar="MB",
                    help=f"refuse a model file that unpacks to more than this (default {MAX_MODEL_MB})")
@@ -450,8 +448,7 @@ def add_arguments(p) -> None:
 
 
 def command(args) -> int:
-    if args.matrix:
-        return matrix_command(args)
+    """`emotion export` without --matrix (`emotion.tools.export_matrix` has that one)."""
     if args.format is None:
         raise EmotionError("--format is required (or --matrix: every format from every backend)")
     if args.backends:
@@ -466,92 +463,3 @@ def command(args) -> int:
     return 0
 
 
-# ============================================================================================ matrix
-MATRIX_RUNS = [(fmt, None) for fmt in FORMATS] + [("litert", "dynamic"), ("litert", "int8")]
-
-
-def matrix(model: str, out: str | Path, data: str | None = None, backend_names=None, tolerance: float = TOLERANCE,
-           accuracy_points: float = ACCURACY_POINTS, max_model_mb: float | None = None) -> dict:
-    """Every (backend, format) as a step of its own process (`export_model` under that backend, through
-    `emotion.tools.harness`); ``OUT/export.md`` and ``OUT/export.json``.
-
-    A combination the backend's table promises must export and pass its check; any other must be refused with
-    a one-line error. ``ok`` is False when either does not hold. A backend that is not installed is named in
-    ``not_installed`` and has no cells."""
-    from emotion import backends
-
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise EmotionError(f"--out {out} exists and is not a folder")
-    names, missing = harness.plan(backend_names, what="export --matrix", log=log)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for b in names:
-        for fmt, quantize in MATRIX_RUNS:
-            promised = fmt in backends.export_formats(b) and (
-                quantize is None or hasattr(importlib.import_module(f"emotion.backends.{b}"), "litert_quantization"))
-            name = f"model-{quantize}" if quantize else "model"
-            target = out / b / (name + (FORMATS[fmt].suffix or ""))
-            row = {"backend": b, "format": fmt, "quantize": quantize, "promised": promised,
-                   "log": str(out / b / f"{fmt}{'-' + quantize if quantize else ''}.log")}
-            log(f"export matrix: {b} -> {fmt}{' ' + quantize if quantize else ''} ...")
-            try:
-                report = harness.run_step(b, "emotion.tools.export:export_model", {
-                    "model_path": str(model), "fmt": fmt, "out": str(target), "quantize": quantize, "data": data,
-                    "tolerance": tolerance, "accuracy_points": accuracy_points, "max_model_mb": max_model_mb},
-                    what=f"{fmt} export", log=row["log"])
-                row.update(report=report, status="pass" if report["ok"] else "FAIL: check",
-                           ok=bool(report["ok"]) and promised)
-            except harness.StepError as e:
-                row.update(status="refused" if e.refused else "crashed", error=e.line, ok=(not promised) and e.refused)
-            rows.append(row)
-    result = {"model": str(model), "rows": rows, "not_installed": missing, "ok": all(r["ok"] for r in rows),
-              "tolerance": {"max_abs_dp": tolerance, "accuracy_points": accuracy_points}}
-    (out / "export.json").write_text(json.dumps(result, indent=2))
-    (out / "export.md").write_text(render_matrix(result))
-    return result
-
-
-def render_matrix(result: dict) -> str:
-    names = list(dict.fromkeys(r["backend"] for r in result["rows"]))
-    kinds = list(dict.fromkeys((r["format"], r["quantize"]) for r in result["rows"]))
-    cell = {(r["backend"], r["format"], r["quantize"]): r for r in result["rows"]}
-    tol = result.get("tolerance") or {"max_abs_dp": TOLERANCE, "accuracy_points": ACCURACY_POINTS}
-
-    def show(r):
-        if "report" in r:
-            rep = r["report"]
-            mark = "yes" if rep["ok"] else "**FAIL**"
-            extra = (f"acc {rep.get('accuracy_change_points', float('nan')):+.1f} pt" if rep.get("quantize")
-                     else f"dP {rep['max_abs_dp']:.1e}")
-            return f"{mark}: {extra}, {rep['bytes'] / 1e6:.2f} MB"
-        return ("no (refused)" if r["status"] == "refused" else "**crashed**") + ("" if r["ok"] else " **UNEXPECTED**")
-
-    grid = [[fmt + (f" --quantize {q}" if q else ""), *(show(cell[(b, fmt, q)]) for b in names)] for fmt, q in kinds]
-    missing = harness.missing_note(result.get("not_installed") or [])
-    dp = f"{tol['max_abs_dp']:.0e}".replace("e-0", "e-")
-    lines = ["# Export matrix", "", f"Model: `{result['model']}`. Each cell: one `emotion export` process; "
-             f"'yes' = written and verified with its own runtime (float: max |dP| vs Keras <= {dp}; quantized: "
-             f"test accuracy within {tol['accuracy_points']:g} point), 'no' = refused with a one-line reason.", "",
-             *([missing, ""] if missing else []), harness.table(["format", *names], grid)]
-    lines += ["", "Refusals:", ""]
-    for r in result["rows"]:
-        if r.get("status") in ("refused", "crashed"):
-            lines.append(f"- {r['backend']} / {r['format']}{' ' + r['quantize'] if r['quantize'] else ''}: {r['error']}")
-    lines += ["", f"**{'PASS' if result['ok'] else 'FAIL'}**", ""]
-    return "\n".join(lines)
-
-
-def matrix_command(args) -> int:
-    """``emotion export --matrix``: print the matrix (or its JSON); exit 1 when a cell is not as promised."""
-    for flag, value in (("--format", args.format), ("--quantize", args.quantize),
-                        ("--backend", getattr(args, "backend", None))):
-        if value is not None:
-            raise EmotionError(f"{flag} does not go with --matrix (it runs every format under every backend in "
-                               "--backends)")
-    if not Path(args.model).is_file():
-        raise EmotionError(f"model file not found: {args.model}")
-    result = matrix(args.model, args.out, args.data, args.backends, args.tolerance, args.accuracy_tol,
-                    args.max_model_mb)
-    print(json.dumps(result, indent=2) if args.json else render_matrix(result), end="\n" if args.json else "")
-    return 0 if result["ok"] else 1

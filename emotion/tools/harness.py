@@ -27,6 +27,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from emotion import backends
 from emotion.errors import EmotionError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,8 +53,6 @@ def log(msg: str) -> None:
 
 def check_names(names) -> list[str]:
     """``names`` (a list or a comma-separated string) without repeats; an unknown or empty one is an error."""
-    from emotion import backends
-
     if isinstance(names, str):
         names = names.split(",")
     names = [n.strip() for n in names if n and n.strip()]
@@ -66,8 +65,6 @@ def check_names(names) -> list[str]:
 def plan(requested=None, need: int = 1, what: str = "this", log=log) -> tuple[list[str], list[str]]:
     """(installed backends to run, requested backends that are not installed): the one rule for a missing
     backend. Each missing one is logged by name; fewer than ``need`` installed is a one-line error."""
-    from emotion import backends
-
     names = check_names(requested) if requested else list(backends.NAMES)
     installed = backends.installed()
     present = [b for b in names if b in installed]
@@ -158,7 +155,6 @@ def worker(argv: list[str] | None = None) -> int:
     p.add_argument("result")
     p.add_argument("--deterministic", action="store_true")
     a = p.parse_args(argv)
-    from emotion import backends
 
     try:
         backends.select(os.environ.get("KERAS_BACKEND"), deterministic=a.deterministic)

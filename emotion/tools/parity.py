@@ -6,7 +6,6 @@ JAX, TensorFlow and PyTorch, each in its own process, and compare what came out.
 
 Steps (the parent process never imports Keras; each step below is `step` run by `emotion.tools.harness` under the
 backend, in a fresh process):
-
 1. ``init``: build the model once (under the first backend) and save ``init.weights.h5``. Keras initializers
    draw different numbers on each backend, so every backend loads these weights instead of seeding its own.
 2. ``train``: under each backend, load the initial weights and train with `emotion.training.trainer.Trainer` on the data
@@ -32,24 +31,19 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion.config import parse_names
+from emotion import backends
+from emotion.config import add_arguments as add_settings
+from emotion.config import config_from_args, from_dict, load_config, parse_names
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
+from emotion.metrics import score
+from emotion.modelfile import load_keras_model
 from emotion.tools import harness
+from emotion.tools.parity_report import Tolerances, compare, render
 
 DEFAULT_DATA = "../shared/data/web-happy-sad"
 INIT_WEIGHTS = "init.weights.h5"
 MODEL_FILE = "model.keras"
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-TEST_METRICS = ("loss", "accuracy", "precision", "recall", "f1")
-
-
-@dataclass
-class Tolerances:
-    loss_rel: float = 0.02  # relative spread of a loss across backends (train, val and test)
-    accuracy_points: float = 1.0  # spread of train/val accuracy per epoch, in percentage points
-    test_points: float = 1.0  # spread of test accuracy/precision/recall/f1, in percentage points
-    crossload: float = 1e-5  # max |dP| when a .keras is loaded under another backend
 
 
 # The settings parity shares with `emotion fit` (declared once, in emotion.config), and its own defaults for them.
@@ -60,8 +54,6 @@ DEFAULTS = {"data.data": DEFAULT_DATA, "data.image_size": 128, "trainer.epochs":
 
 def default_config(**overrides) -> dict:
     """The config parity trains with by default, as a dict; ``overrides``: ``{"section.key": value}``."""
-    from emotion.config import load_config
-
     return load_config(None, {**DEFAULTS, **overrides}).to_dict()
 
 
@@ -78,8 +70,6 @@ class ParitySpec:
 
     @property
     def cfg(self):
-        from emotion.config import from_dict
-
         return from_dict(self.config)
 
     def data_config(self):
@@ -109,7 +99,7 @@ def _digest(x) -> str:
 
 def _recording(loader, events: list):
     """Wrap a `PyDataset` so every batch Keras asks for is fingerprinted, with the epoch hooks as markers."""
-    import keras
+    import keras  # here, so that the framework loads only when needed
 
     class Recording(keras.utils.PyDataset):
         def __init__(self):
@@ -175,9 +165,9 @@ def _build(spec: ParitySpec, dm, learning_rate: float):
     difference in every input pixel). A numpy scalar of the compute dtype is cast exactly by every backend; in
     float32 this changes nothing.
     """
-    import keras
+    import keras  # here, so that the framework loads only when needed
 
-    from emotion.models.module import EmotionClassifier
+    from emotion.models.module import EmotionClassifier  # here, so that the framework loads only when needed
 
     module = EmotionClassifier(spec.preset, dm.input_shape, dm.num_classes, learning_rate)
     for layer in module.model.layers:  # the presets are flat: no nested models
@@ -187,7 +177,7 @@ def _build(spec: ParitySpec, dm, learning_rate: float):
 
 
 def worker_init(spec: ParitySpec, backend: str) -> None:
-    from emotion.training.trainer import seed_everything
+    from emotion.training.trainer import seed_everything  # here, so that the framework loads only when needed
 
     seed_everything(spec.seed, spec.deterministic)
     dm = _worker_dm(spec)
@@ -196,9 +186,10 @@ def worker_init(spec: ParitySpec, backend: str) -> None:
 
 
 def worker_train(spec: ParitySpec, backend: str) -> None:
-    from emotion import backends
-    from emotion.metrics import score
-    from emotion.training.trainer import Trainer, seed_everything
+    from emotion.training.trainer import (  # here, so that the framework loads only when needed
+        Trainer,
+        seed_everything,
+    )  # here, so that the framework loads only when needed
 
     out = Path(spec.out) / backend
     out.mkdir(parents=True, exist_ok=True)
@@ -231,8 +222,10 @@ def _short(metrics: dict) -> dict:
 
 
 def worker_crossload(spec: ParitySpec, backend: str) -> None:
-    from emotion.modelfile import load_keras_model
-    from emotion.training.trainer import Trainer, seed_everything
+    from emotion.training.trainer import (  # here, so that the framework loads only when needed
+        Trainer,
+        seed_everything,
+    )  # here, so that the framework loads only when needed
 
     seed_everything(spec.seed, spec.deterministic)
     dm = _worker_dm(spec)
@@ -251,9 +244,7 @@ WORKERS = {"init": worker_init, "train": worker_train, "crossload": worker_cross
 def step(name: str, spec_path: str, backend: str) -> None:
     """One step (``init``, ``train``, ``crossload``) in this process; `emotion.tools.harness` has selected the backend
     (deterministic as the spec asks) before this runs."""
-    import keras
-
-    from emotion import backends
+    import keras  # here, so that the framework loads only when needed
 
     spec = ParitySpec(**json.loads(Path(spec_path).read_text()))
     if spec.precision == "float64":
@@ -324,8 +315,6 @@ def run_parity(spec: ParitySpec, tol: Tolerances | None = None) -> dict:
 # ============================================================================================ command
 def add_arguments(p) -> None:
     """Flags of ``emotion parity``: the shared settings (from emotion.config), then parity's own."""
-    from emotion.config import add_arguments as add_settings
-
     add_settings(p, only=SETTINGS, defaults=DEFAULTS)
     p.add_argument("--backends", type=parse_names, help="comma-separated backends to compare (default: all installed)")
     p.add_argument("--precision", choices=["float64", "float32"], default="float64",
@@ -351,8 +340,6 @@ def _perturbations(items: list[str]) -> dict[str, float]:
 
 def command(args) -> int:
     """``emotion parity``: run, print the tables, exit 1 naming each broken tolerance."""
-    from emotion.config import config_from_args
-
     spec = ParitySpec(config=config_from_args(args, DEFAULTS).to_dict(), backends=args.backends or [],
                       perturb=_perturbations(args.perturb), precision=args.precision)
     tol = Tolerances(loss_rel=args.loss_rtol, accuracy_points=args.acc_tol, test_points=args.test_tol,
@@ -367,147 +354,3 @@ def command(args) -> int:
     return 1
 
 
-# ============================================================================================ comparison
-def _check(checks: list, name: str, value: float, limit: float, unit: str = "") -> None:
-    checks.append({"check": name, "value": value, "tolerance": limit, "unit": unit,
-                   "ok": bool(np.isfinite(value) and value <= limit)})
-
-
-def loss_spread(values) -> float:
-    """(max - min) / min over the backends: at least every pairwise relative difference."""
-    v = np.asarray(values, dtype=np.float64)
-    if not np.all(np.isfinite(v)):
-        return float("inf")
-    low = max(float(np.min(np.abs(v))), 1e-12)
-    return float((v.max() - v.min()) / low)
-
-
-def points_spread(values) -> float:
-    if all(x is None for x in values):  # undefined (0/0) under every backend: they agree
-        return 0.0
-    v = np.asarray(values, dtype=np.float64)  # undefined under some only (None -> nan): they do not
-    return float((v.max() - v.min()) * 100) if np.all(np.isfinite(v)) else float("inf")
-
-
-def compare(results: dict, crossload: dict, tol: Tolerances) -> dict:
-    """Every check of the issue, from the workers' ``result.json`` and ``crossload.json`` contents."""
-    names = list(results)
-    checks: list[dict] = []
-    epochs = min(len(results[b]["history"].get("loss", [])) for b in names)
-    per_epoch = []
-    for e in range(epochs):
-        row = {"epoch": e + 1}
-        for m in EPOCH_METRICS:
-            vals = [results[b]["history"].get(m, [float("nan")] * epochs)[e] for b in names]
-            row[m] = dict(zip(names, vals, strict=True))
-            if m.endswith("loss"):
-                row[f"{m}_spread"] = loss_spread(vals)
-                _check(checks, f"epoch {e + 1} {m}", row[f"{m}_spread"], tol.loss_rel, "relative")
-            else:
-                row[f"{m}_spread"] = points_spread(vals)
-                _check(checks, f"epoch {e + 1} {m}", row[f"{m}_spread"], tol.accuracy_points, "points")
-        per_epoch.append(row)
-    test = {}
-    for m in TEST_METRICS:
-        vals = [results[b]["test"][m] for b in names]
-        if m == "loss":
-            spread = loss_spread(vals)
-            _check(checks, "test loss", spread, tol.loss_rel, "relative")
-        else:
-            spread = points_spread(vals)
-            _check(checks, f"test {m}", spread, tol.test_points, "points")
-        test[m] = {**dict(zip(names, vals, strict=True)), "spread": spread}
-
-    reference = results[names[0]].get("batches")
-    same_batches = all(results[b].get("batches") == reference for b in names) and bool(reference)
-    checks.append({"check": "same batches in the same order", "value": float(not same_batches),
-                   "tolerance": 0.0, "unit": "", "ok": same_batches})
-
-    matrix = {saver: {loader: crossload.get(loader, {}).get(saver, float("inf")) for loader in names}
-              for saver in names}
-    worst = max(v for row in matrix.values() for v in row.values())
-    _check(checks, "cross-load max |dP|", worst, tol.crossload)
-
-    failures = [c for c in checks if not c["ok"]]
-    return {
-        "ok": not failures,
-        "failures": [_describe_failure(c) for c in failures],
-        "per_epoch": per_epoch,
-        "test": test,
-        "crossload": matrix,
-        "batches": {"identical": same_batches, "per_epoch": [len(x) for x in (reference or [])]},
-        "runs": {b: {k: results[b].get(k) for k in ("backend", "keras_version", "framework_version", "devices",
-                                                      "learning_rate", "seconds")} for b in names},
-        "checks": checks,
-    }
-
-
-def _describe_failure(c: dict) -> str:
-    if c["unit"] == "relative":
-        return f"{c['check']}: spread {c['value']:.2%} > {c['tolerance']:.2%} (--loss-rtol)"
-    if c["unit"] == "points":
-        flag = "--test-tol" if c["check"].startswith("test") else "--acc-tol"
-        return f"{c['check']}: spread {c['value']:.2f} points > {c['tolerance']:g} ({flag})"
-    if c["check"].startswith("cross-load"):
-        return f"{c['check']} = {c['value']:.3g} > {c['tolerance']:g} (--crossload-tol)"
-    return f"{c['check']}: no (the backends did not consume identical batches)"
-
-
-# ============================================================================================ report
-def _f(v: float, digits: int = 4) -> str:
-    return "inf" if not np.isfinite(v) else f"{v:.{digits}f}"
-
-
-def _cells(values: dict, names: list[str], spread: float, loss: bool, points_tol: float, loss_tol: float) -> list:
-    """One metric's per-backend values, its spread and whether it is within tolerance (table cells)."""
-    if loss:
-        return [_f(values[b], 6) for b in names] + [f"{spread:.4%}", "yes" if spread <= loss_tol else "NO"]
-    return ([("undefined" if values[b] is None else f"{100 * values[b]:.2f}%") for b in names]
-            + [f"{spread:.2f} pt", "yes" if spread <= points_tol else "NO"])
-
-
-def render(report: dict) -> str:
-    """``parity.md``: the tables a person reads."""
-    names = report["backends"]["compared"]
-    spec, tol = ParitySpec(**report["spec"]), report["tolerances"]
-    runs = [[b, f"{r.get('framework_version')} (Keras {r.get('keras_version')})", ", ".join(r.get("devices") or []),
-             f"{r.get('learning_rate'):g}", (r.get("seconds") or {}).get("fit", "")]
-            for b, r in ((b, report["runs"][b]) for b in names)]
-    runs += [[b, "**not installed: not compared**", "", "", ""] for b in report["backends"]["not_installed"]]
-    lines = [
-        "# Backend parity",
-        "",
-        f"{spec.epochs} epoch(s) of `{spec.data}` at {spec.image_size}x{spec.image_size}, batch "
-        f"{spec.batch_size}, seed {spec.seed}, preset `{spec.preset}`, learning rate "
-        f"{spec.learning_rate:g}; split {report['split']}. Every backend starts from the same initial weights "
-        "(`init.weights.h5`) and trains in its own process.",
-        "",
-        harness.table(["backend", "framework", "devices", "learning rate", "fit seconds"], runs),
-    ]
-    lines += ["", f"**Result: {'PASS' if report['ok'] else 'FAIL'}**" + (
-        "" if report["ok"] else " - " + "; ".join(report["failures"])), ""]
-
-    per_epoch = [[row["epoch"], m, *_cells(row[m], names, row[f"{m}_spread"], m.endswith("loss"),
-                                            tol["accuracy_points"], tol["loss_rel"])]
-                 for row in report["per_epoch"] for m in EPOCH_METRICS]
-    lines += ["## Per epoch", "",
-              f"Loss spread = (max - min) / min across backends (tolerance {tol['loss_rel']:.0%}); accuracy spread "
-              f"= max - min in percentage points (tolerance {tol['accuracy_points']:g}).", "",
-              harness.table(["epoch", "metric", *names, "spread", "ok"], per_epoch)]
-
-    test = [[m, *_cells(row, names, row["spread"], m == "loss", tol["test_points"], tol["loss_rel"])]
-            for m, row in report["test"].items()]
-    lines += ["", "## Test split", "", harness.table(["metric", *names, "spread", "ok"], test)]
-
-    batches = report["batches"]
-    lines += ["", "## Batches", "",
-              ("Every backend consumed identical batches (sha1 of pixels and labels) in the same order: "
-               if batches["identical"] else "**The backends did NOT consume identical batches**: ")
-              + f"{sum(batches['per_epoch'])} batches over {len(batches['per_epoch'])} epoch(s).", ""]
-
-    crossload = [[saver, *(f"{row[b]:.2e}" for b in names)] for saver, row in report["crossload"].items()]
-    lines += ["## Cross-load", "",
-              f"max |dP| on the test split when the `.keras` saved by one backend (row) is loaded under another "
-              f"(column), against the saving backend's own predictions (tolerance {tol['crossload']:g}).", "",
-              harness.table(["saved by \\ loaded by", *names], crossload), ""]
-    return "\n".join(lines)

@@ -20,6 +20,7 @@ Writes serve-bench.md, serve-bench.json and serve-bench.png into ``--out``.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import io
 import json
 import os
@@ -33,8 +34,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from emotion.data.synth import face
 from emotion.errors import EmotionError
+from emotion.predictor import image_files
 
 LEVELS = (1, 8, 32, 64)
 
@@ -61,8 +65,6 @@ def add_arguments(p) -> None:
 
 # ----------------------------------------------------------------------------------------------- workloads
 def _jpeg(arr: np.ndarray, quality: int = 90) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
@@ -70,18 +72,12 @@ def _jpeg(arr: np.ndarray, quality: int = 90) -> bytes:
 
 def face_crops(n: int, seed: int = 0) -> list[bytes]:
     """Small face images (64-96 px), as a client that crops its own faces would send."""
-    from emotion.data.synth import face
-
     rng = np.random.default_rng(seed)
     return [_jpeg(np.asarray(face(int(rng.integers(2)), rng, size=int(rng.integers(64, 97))))) for _ in range(n)]
 
 
 def photos(n: int, seed: int = 1, size=(640, 480)) -> list[bytes]:
     """Synthetic photos: a smooth, noisy scene with one to three faces (90-200 px) in it."""
-    from PIL import Image
-
-    from emotion.data.synth import face
-
     rng = np.random.default_rng(seed)
     w, h = size
     out = []
@@ -99,8 +95,6 @@ def photos(n: int, seed: int = 1, size=(640, 480)) -> list[bytes]:
 
 
 def folder_images(folder: str, n: int) -> list[bytes]:
-    from emotion.predictor import image_files
-
     files = image_files([folder])
     if not files:
         raise EmotionError(f"no image files in {folder}")
@@ -140,7 +134,7 @@ def tree_rss_mb(pid: int) -> float:
 
 class ServerProcess:
     def __init__(self, args, max_batch_size: int, workdir: Path):
-        import httpx
+        import httpx  # here: httpx is optional or slow to import
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -219,7 +213,7 @@ class RawClient:
 async def drive(server: ServerProcess, bodies: list[bytes], path: str, clients: int, seconds: float,
                 kind: str = "raw") -> dict:
     """``clients`` closed-loop clients posting ``bodies`` in turn to ``path`` for ``seconds``."""
-    import httpx
+    import httpx  # here: httpx is optional or slow to import
 
     latencies: list[float] = []
     errors = 0
@@ -375,10 +369,10 @@ def markdown(result) -> str:
 
 
 def plot(rows, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # here: matplotlib is optional or slow to import
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # here: matplotlib is optional or slow to import
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for workload, marker in (("face crops", "o"), ("photos", "s")):
@@ -405,8 +399,6 @@ def plot(rows, path: Path) -> None:
 
 
 def command(args) -> int:
-    import importlib.util
-
     for module in ("litserve", "httpx"):
         if importlib.util.find_spec(module) is None:
             raise EmotionError(f"emotion serve-bench needs {module}: pip install -e '.[serve]'")

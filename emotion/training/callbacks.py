@@ -23,6 +23,8 @@ import numpy as np
 
 from emotion import backends
 from emotion.errors import EmotionError
+from emotion.guard import Limits
+from emotion.modelfile import load_keras_model, write_meta
 from emotion.training.checkpoint import CHECKPOINT_FILE, save_checkpoint
 from emotion.training.runfolder import MODEL_FILE, atomic_path, model_meta, sample_indices, write_json
 
@@ -83,7 +85,7 @@ class ScalarTensorBoard(Callback):
         self.writers = None
 
     def on_fit_start(self, trainer, module):
-        from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter  # here: tensorboardX is optional or slow to import
 
         self.writers = {k: SummaryWriter(str(self.log_dir / k)) for k in ("train", "validation")}
 
@@ -148,8 +150,7 @@ class KeepInit(Callback):
         self.init_from, self.keep, self.limits = init_from, keep, limits
 
     def on_fit_end(self, trainer, module):
-        from emotion.modelfile import load_keras_model
-        from emotion.models.surgery import mix_weights
+        from emotion.models.surgery import mix_weights  # here, so that the framework loads only when needed
 
         mix_weights(load_keras_model(self.init_from, self.limits), module.model, self.keep)
 
@@ -159,7 +160,7 @@ class FlipTTA(Callback):
     the run folder saves and tests is the wrapped model."""
 
     def on_fit_end(self, trainer, module):
-        from emotion.models.surgery import with_flip_tta
+        from emotion.models.surgery import with_flip_tta  # here, so that the framework loads only when needed
 
         module.model = with_flip_tta(module.model)
 
@@ -175,9 +176,6 @@ def plain_copy(model: keras.Model) -> keras.Model:
 
 def verify_reload(model: keras.Model, path: str | Path, images: np.ndarray, tolerance=RELOAD_TOLERANCE) -> float:
     """Reload ``path`` and compare its predictions on ``images`` with ``model``'s; raise past ``tolerance``."""
-    from emotion.guard import Limits
-    from emotion.modelfile import load_keras_model
-
     x = np.asarray(images, dtype=np.float32)
     # through the guard like every load; its size limit raised to the file (ours, just written: never refused
     # for being big after hours of training)
@@ -242,8 +240,6 @@ class RunFolder(Callback):
         self.metrics: dict | None = None
 
     def on_fit_end(self, trainer, module):
-        from emotion.modelfile import write_meta
-
         dm = trainer.datamodule
         run_id = uuid.uuid4().hex if self.write else None
         if self.write:
@@ -288,7 +284,7 @@ class RunFolder(Callback):
         self.metrics = metrics
 
     def _plots(self, trainer, module, test) -> None:
-        from emotion import plots
+        from emotion import plots  # here, so that the framework loads only when needed
 
         dm = trainer.datamodule
         with tempfile.TemporaryDirectory(dir=self.out, prefix=".plots-") as tmp:  # plots: same rule

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-from emotion.config import Config
+from emotion import backends
+from emotion.config import Config, from_dict
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
-from emotion.metrics import figure
+from emotion.metrics import figure, vs_majority
+from emotion.training.checkpoint import CHECKPOINT_FILE
+from emotion.training.run import decode_progress, fit_run
 
 METRICS = ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "f1_macro", "loss")
 
@@ -32,7 +36,6 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
         raise EmotionError(f"--folds must be at least 2, got {folds}")
     if jobs < 1:
         raise EmotionError(f"--jobs must be at least 1, got {jobs}")
-    from emotion.training.checkpoint import CHECKPOINT_FILE
 
     out = Path(cfg.trainer.out)
     done, todo = {}, []
@@ -44,8 +47,7 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
             todo.append(fold)
     args = [(cfg.to_dict(), fold, folds, resume, overwrite) for fold in todo]
     if jobs > 1 and len(todo) > 1:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing  # here: multiprocessing is optional or slow to import
 
         with ProcessPoolExecutor(min(jobs, len(todo)), mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_start_worker, initargs=(os.environ.get("KERAS_BACKEND"),)) as pool:
@@ -54,7 +56,6 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
         done.update((a[1], _train_fold(*a)) for a in args)
     runs = [{"fold": fold, **done[fold]} for fold in range(folds)]
     summary = {m: _summary([r["test"][m] for r in runs]) for m in METRICS}
-    from emotion.metrics import vs_majority
 
     correct = sum(int(np.trace(r["test"]["confusion_matrix"])) for r in runs)
     n = sum(r["test"]["n"] for r in runs)
@@ -80,17 +81,11 @@ def _summary_of(metrics: dict) -> dict:
 
 
 def _start_worker(backend: str | None) -> None:
-    from emotion import backends
-
     backends.select(backend)  # before Keras loads in this process: the backend's start-up settings
 
 
 def _train_fold(config: dict, fold: int, folds: int, resume: bool, overwrite: bool) -> dict:
     """Fold ``fold``: its data module and a normal run folder ``OUT/fold-<fold>/``; its split, test and seconds."""
-    from emotion.config import from_dict
-    from emotion.training.checkpoint import CHECKPOINT_FILE
-    from emotion.training.run import decode_progress, fit_run
-
     cfg = from_dict(config)
     where = Path(cfg.trainer.out) / f"fold-{fold}"
     dm = EmotionDataModule(cfg.data, seed=cfg.seed, progress=decode_progress(cfg)).setup_fold(fold, folds)

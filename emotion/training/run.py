@@ -12,12 +12,15 @@ import json
 import sys
 from pathlib import Path
 
-from emotion.config import Config, TrainerConfig, from_dict, validate
+from emotion import backends
+from emotion.config import Config, TrainerConfig, flatten, from_dict, validate
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
 from emotion.guard import Limits, check_model_file
+from emotion.modelfile import find_model, load_keras_model
 from emotion.models import find_user_module
-from emotion.training.runfolder import RunLock, clean_temporaries
+from emotion.training.checkpoint import CHECKPOINT_FILE, read_checkpoint_meta
+from emotion.training.runfolder import MODEL_FILE, RunLock, clean_temporaries
 
 
 def log(msg: str) -> None:
@@ -57,8 +60,6 @@ IGNORED_ON_RESUME = {"trainer.verbose", "trainer.tensorboard", "trainer.out", "t
 
 def checkpoint_config(out: Path) -> dict:
     """The config a run folder's checkpoint was trained with."""
-    from emotion.training.checkpoint import CHECKPOINT_FILE, read_checkpoint_meta
-
     path = out / CHECKPOINT_FILE
     if not path.is_file():
         raise EmotionError(f"nothing to resume in {out}: no checkpoint"
@@ -71,8 +72,6 @@ def resolve_resume(given: dict, out: Path) -> Config:
     """The config of the checkpoint in ``out``, checked against the settings given for the resumed run
     (``{"section.key": value}``): a resumed run must be the run that was interrupted. Output-only settings
     (progress bars, TensorBoard) may differ."""
-    from emotion.config import flatten
-
     saved = from_dict(checkpoint_config(out))
     was = flatten(saved)
     diffs = [f"{k} {v!r} (checkpoint: {was[k]!r})" for k, v in given.items()
@@ -105,8 +104,6 @@ class Processes:
 
     def join(self) -> Processes:
         if self.count > 1:
-            from emotion import backends
-
             log(f"process {self.index} of {self.count}: joining the others at {self.coordinator}")
             try:
                 backends.initialize_processes(self.count, self.index, self.coordinator)
@@ -117,8 +114,6 @@ class Processes:
     def stop(self, reason: str) -> None:
         """This process cannot train (``reason``): tell the others, which then stop too. Nothing once met."""
         if self.count > 1 and not self.met:
-            from emotion import backends
-
             self.met = True
             backends.exchange("!" + reason)
 
@@ -126,7 +121,6 @@ class Processes:
         """Every process has the same settings and the same data (by content), or every process stops."""
         if self.count == 1:
             return
-        from emotion import backends
 
         self.met = True
         said = [json.loads(t[1:]) if t.startswith("=") else t[1:] for t in backends.exchange("=" + fingerprint(cfg, dm))]
@@ -148,8 +142,6 @@ PER_PROCESS = {"data.data", "data.mix_in", "data.cache", "trainer.out", "trainer
 def fingerprint(cfg: Config, dm: EmotionDataModule) -> str:
     """``{"settings": hash, "data": "hash (train n, val n, test n)"}`` as JSON: what must be the same on every
     process. The data by content (each image file's digest and label, split by split), not by path."""
-    from emotion.config import flatten
-
     settings = {k: v for k, v in flatten(cfg).items() if k not in PER_PROCESS}
     data = hashlib.sha256(json.dumps(dm.class_names).encode())
     for split in ("train", "val", "test"):
@@ -178,7 +170,6 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
     out = Path(out or cfg.trainer.out)
     find_user_module(cfg.model.module)  # a wrong --module fails before any data is read
     if cfg.model.init_from:  # so does a missing, foreign, damaged or oversized --init-from file
-        from emotion.modelfile import find_model
 
         check_model_file(find_model(cfg.model.init_from), limits, build=False)  # Keras reads it later
     group = Processes(cfg.trainer).join()
@@ -201,8 +192,6 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
 
 def _follow(cfg: Config, dm, out: Path, resume: bool, callbacks, group: Processes, limits) -> dict:
     """A process other than process 0: the same training, silent, writing nothing."""
-    from emotion.training.checkpoint import CHECKPOINT_FILE
-
     cfg = copy.deepcopy(cfg)
     cfg.trainer.verbose = 0  # process 0 shows the progress
     ckpt = out / CHECKPOINT_FILE if resume else None
@@ -216,9 +205,6 @@ def _follow(cfg: Config, dm, out: Path, resume: bool, callbacks, group: Processe
 
 def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks, group: Processes,
             limits) -> dict:
-    from emotion.training.checkpoint import CHECKPOINT_FILE
-    from emotion.training.runfolder import MODEL_FILE
-
     ckpt = out / CHECKPOINT_FILE
     finished = (out / "metrics.json").exists() or (out / MODEL_FILE).exists()
     if resume and not ckpt.is_file():
@@ -246,17 +232,23 @@ def _setup(cfg: Config, dm) -> EmotionDataModule:
 
 def _fit(cfg: Config, dm, out: Path, ckpt_path, extra, limits, write: bool = True) -> dict:
     report_data(dm)
-    from emotion.models.module import load_module_class
+    from emotion.models.module import load_module_class  # here, so that the framework loads only when needed
+
+    # here, so that the framework loads only when needed
     from emotion.training.callbacks import RunFolder, default_callbacks
-    from emotion.training.trainer import Trainer, seed_everything
+    from emotion.training.trainer import (  # here, so that the framework loads only when needed
+        Trainer,
+        seed_everything,
+    )  # here, so that the framework loads only when needed
 
     seed_everything(cfg.seed, cfg.trainer.deterministic)
     module = load_module_class(cfg.model.module).from_config(cfg.model, dm.input_shape, dm.num_classes)
     callbacks = default_callbacks(cfg, out, write=write, limits=limits) + list(extra or [])
     trainer = Trainer.from_config(cfg, callbacks)
     if cfg.model.init_from and ckpt_path is None:
-        from emotion.modelfile import load_keras_model
-        from emotion.models.surgery import transfer_weights
+        from emotion.models.surgery import (
+            transfer_weights,  # here, so that the framework loads only when needed
+        )  # here, so that the framework loads only when needed
 
         copied = transfer_weights(load_keras_model(cfg.model.init_from, limits), trainer.build(module))
         log(f"started from {cfg.model.init_from}: weights of {copied} layer(s)")

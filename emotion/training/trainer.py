@@ -61,7 +61,15 @@ class Trainer:
 
     ``freeze_epochs`` N (transfer learning): the first N epochs train the head alone on frozen features, then the
     network is compiled again (a fresh optimizer) and every layer trains. ``precision``: the Keras dtype policy
-    under which the module's `configure_model` builds the network."""
+    under which the module's `configure_model` builds the network.
+
+        from emotion import EmotionClassifier, EmotionDataModule, Trainer
+        from emotion.config import DataConfig
+
+        dm = EmotionDataModule(DataConfig(data="../shared/data/web-happy-sad", image_size=64)).setup()
+        module = EmotionClassifier("seed", dm.input_shape, dm.num_classes)
+        history = Trainer(max_epochs=3).fit(module, dm)      # {"loss": [...], "val_accuracy": [...], ...}
+    """
 
     def __init__(self, max_epochs: int = 20, precision: str = "float32", callbacks: list | None = None,
                  deterministic: bool = False, verbose: int = 1, freeze_epochs: int = 0, config: dict | None = None,

@@ -10,7 +10,7 @@ from conftest import BACKEND, run_cli
 
 from emotion import backends
 from emotion.cli import main
-from emotion.tools import bench
+from emotion.tools import bench, bench_report
 
 INSTALLED = backends.installed()
 
@@ -90,11 +90,11 @@ def test_report_files_from_a_made_up_run(tmp_path):
               "backends": {"jax": row, "torch": {**row, "compute": {"compile_s": 1, "step_s": stats(0.6),
                                                                     "step_cpu_s": stats(0.9)}}},
               "reference": {"warm_step_s": stats(0.7), "first_epoch_s": 8.0}}
-    report["summary"] = bench.summarize(report)
+    report["summary"] = bench_report.summarize(report)
     assert report["summary"]["rows"]["torch"]["compute_x_fastest"] == pytest.approx(2.0)
-    text = bench.markdown(report)
+    text = bench_report.markdown(report)
     assert "| jax |" in text and "| reference" in text and "NOT met" in text
-    bench.chart(report, tmp_path / "bench.png")
+    bench_report.chart(report, tmp_path / "bench.png")
     assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
     assert "| jax | 0.300 (0.270–0.360) | 1.00× | 0.320 (0.288–0.384) | 1.00× | 1.07 | 2.19× | 5.00 | 2.00 |" in text
     assert "not installed" not in text.lower()
@@ -105,8 +105,8 @@ def test_gpu_rows_get_no_share_of_the_cpu_floor():
     gpu = {**made_up_row(), "devices": ["gpu:0"], "accelerators": ["NVIDIA H200"]}
     report = {"settings": bench.BenchConfig().to_dict(), "machine": {**bench.machine(), "sgemm_gflops": 150.0},
               "backends": {"jax": gpu, "torch": made_up_row()}}
-    report["summary"] = bench.summarize(report)
-    text = bench.markdown(report)
+    report["summary"] = bench_report.summarize(report)
+    text = bench_report.markdown(report)
     assert "no yardstick for a GPU" in text and "- devices: jax gpu:0 (NVIDIA H200); torch cpu:0\n" in text
     assert "| jax | 4.0 | 6.0 | 300.0 (270.0–360.0) | – |" in text
     assert "| torch | 4.0 | 6.0 | 300.0 (270.0–360.0) | –" not in text
@@ -118,8 +118,8 @@ def test_report_names_the_data_parallel_scaling():
     other = {**made_up_row(), "scaling": {"skipped": "--devices 2: data-parallel training runs under the JAX backend only"}}
     report = {"settings": {**bench.BenchConfig().to_dict(), "devices": 2},
               "machine": {**bench.machine(), "sgemm_gflops": 150.0}, "backends": {"jax": row, "torch": other}}
-    report["summary"] = bench.summarize(report)
-    text = bench.markdown(report)
+    report["summary"] = bench_report.summarize(report)
+    text = bench_report.markdown(report)
     assert ("- jax, data parallel: compute step 0.400 s on 1 device, 0.250 s on 2 (same global batch): speedup 1.60x, "
             "scaling efficiency 80%") in text
     assert "- torch, data parallel: data parallel skipped: --devices 2: data-parallel training runs under the JAX" in text

@@ -12,7 +12,7 @@ from conftest import BACKEND
 from emotion import backends
 from emotion.cli import main
 from emotion.errors import EmotionError
-from emotion.tools import export
+from emotion.tools import export, export_matrix
 
 FORMATS = backends.export_formats(BACKEND)
 REFUSED = [f for f in export.FORMATS if f not in FORMATS]
@@ -168,7 +168,7 @@ def test_matrix_cells_and_the_missing_backend_rule(tmp_path, monkeypatch):
     from emotion.tools import harness
 
     monkeypatch.setattr(backends, "installed", lambda: ["jax", "tensorflow"])
-    monkeypatch.setattr(export, "MATRIX_RUNS", [("onnx", None), ("torch", None), ("tf_saved_model", None)])
+    monkeypatch.setattr(export_matrix, "MATRIX_RUNS", [("onnx", None), ("torch", None), ("tf_saved_model", None)])
     outcome = {("jax", "onnx"): {"ok": True, "max_abs_dp": 1e-7, "bytes": 10, "quantize": None},
                ("tensorflow", "onnx"): {"ok": False, "max_abs_dp": 0.1, "bytes": 10, "quantize": None},
                ("tensorflow", "tf_saved_model"): harness.StepError("x", "tensorflow", "Segfault", 1),
@@ -184,7 +184,7 @@ def test_matrix_cells_and_the_missing_backend_rule(tmp_path, monkeypatch):
         return got
 
     monkeypatch.setattr(harness, "run_step", fake_step)
-    result = export.matrix("m.keras", tmp_path, backend_names=["jax", "torch", "tensorflow"])
+    result = export_matrix.matrix("m.keras", tmp_path, backend_names=["jax", "torch", "tensorflow"])
     assert result["not_installed"] == ["torch"] and {c[0] for c in calls} == {"jax", "tensorflow"}
     cells = {(r["backend"], r["format"]): (r["status"], r["ok"]) for r in result["rows"]}
     assert cells == {("jax", "onnx"): ("pass", True), ("jax", "torch"): ("refused", True),
@@ -199,7 +199,7 @@ def test_matrix_cells_and_the_missing_backend_rule(tmp_path, monkeypatch):
     assert json.loads((tmp_path / "export.json").read_text())["not_installed"] == ["torch"]
     monkeypatch.setattr(backends, "installed", lambda: ["jax"])
     with pytest.raises(EmotionError, match="export --matrix needs at least one installed backend"):
-        export.matrix("m.keras", tmp_path / "none", backend_names=["torch"])
+        export_matrix.matrix("m.keras", tmp_path / "none", backend_names=["torch"])
 
 
 def test_matrix_command_runs_each_cell_in_its_own_process(model_file, tmp_path, monkeypatch, capsys):
@@ -208,7 +208,7 @@ def test_matrix_command_runs_each_cell_in_its_own_process(model_file, tmp_path, 
     promised = next((f for f in sorted(FORMATS) if not missing_modules(f)), None)
     if promised is None:
         pytest.skip("no export runtime installed")
-    monkeypatch.setattr(export, "MATRIX_RUNS", [(promised, None), (REFUSED[0], None)])
+    monkeypatch.setattr(export_matrix, "MATRIX_RUNS", [(promised, None), (REFUSED[0], None)])
     out = tmp_path / "matrix"
     rc = main(["export", "--matrix", "--model", str(model_file), "--out", str(out), "--backends", BACKEND])
     captured = capsys.readouterr()

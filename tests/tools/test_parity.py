@@ -11,7 +11,7 @@ from conftest import BACKEND, run_cli
 
 from emotion import backends
 from emotion.errors import EmotionError
-from emotion.tools import parity
+from emotion.tools import parity, parity_report
 
 INSTALLED = backends.installed()
 
@@ -24,8 +24,8 @@ def fake_result(loss=(0.7, 0.6), acc=(0.5, 0.6), test_acc=0.8, batches=(("a", "b
 
 
 def full_report(results, crossload, tol=None):
-    report = parity.compare(results, crossload, tol or parity.Tolerances())
-    report.update(spec=vars(parity.ParitySpec()), tolerances=vars(tol or parity.Tolerances()),
+    report = parity_report.compare(results, crossload, tol or parity_report.Tolerances())
+    report.update(spec=vars(parity.ParitySpec()), tolerances=vars(tol or parity_report.Tolerances()),
                   backends={"compared": list(results), "not_installed": ["torch"]}, split={"train": 2})
     return report
 
@@ -38,7 +38,7 @@ def test_agreeing_backends_pass_and_render_every_table():
     results = {"jax": fake_result(), "tensorflow": fake_result(loss=(0.7001, 0.6003))}
     report = full_report(results, agreeing_crossload(results))
     assert report["ok"] and not report["failures"]
-    md = parity.render(report)
+    md = parity_report.render(report)
     for heading in ("## Per epoch", "## Test split", "## Batches", "## Cross-load", "**Result: PASS**"):
         assert heading in md
     assert "| torch | **not installed: not compared** |" in md
@@ -55,7 +55,7 @@ def test_each_broken_tolerance_is_named(other, expected):
     report = full_report({"jax": fake_result(), "torch": other}, agreeing_crossload(["jax", "torch"]))
     assert not report["ok"]
     assert any(f.startswith(expected) for f in report["failures"]), report["failures"]
-    assert "**Result: FAIL**" in parity.render(report)
+    assert "**Result: FAIL**" in parity_report.render(report)
 
 
 def test_crossload_beyond_tolerance_or_missing_fails():
@@ -64,7 +64,7 @@ def test_crossload_beyond_tolerance_or_missing_fails():
     assert report["failures"] == ["cross-load max |dP| = 3e-05 > 1e-05 (--crossload-tol)"]
     report = full_report({b: fake_result() for b in names}, {"jax": {"jax": 0.0, "torch": 0.0}})  # torch never loaded
     assert not report["ok"] and report["crossload"]["jax"]["torch"] == float("inf")
-    loose = parity.Tolerances(crossload=1e-4)
+    loose = parity_report.Tolerances(crossload=1e-4)
     assert full_report({b: fake_result() for b in names}, agreeing_crossload(names, 3e-5), loose)["ok"]
 
 
