@@ -139,7 +139,8 @@ def leave_tensorflow_unimported() -> None:
 def rng_state():
     """The framework's global random state that training consumes outside Keras's seed generators (PyTorch:
     Keras's unseeded dropout fast path draws from torch's global generator), as a numpy array; None where
-    there is none. `emotion.training.callbacks.Checkpoint` saves it so a resumed run draws what an uninterrupted one would."""
+    there is none. `emotion.training.callbacks.Checkpoint` saves it so a resumed run draws what an uninterrupted
+    one would."""
     fn = getattr(_module(current()), "rng_state", None)
     return fn() if fn else None
 

@@ -141,9 +141,10 @@ def _same_padding(spatial, kernel, strides, dilation):
 
 
 def fast_conv_2d(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1, bias=None):
-    """Keras's conv for 4D channels_last 'valid' (or evenly padded 'same') input without its two input copies (NHWC -> contiguous
-    NCHW -> channels_last NCHW): the NCHW view of NHWC memory already is channels_last. Same F.conv2d call,
-    same memory formats, same result (``bias``: added inside the convolution); None where it does not apply."""
+    """Keras's conv for 4D channels_last 'valid' (or evenly padded 'same') input without its two input copies
+    (NHWC -> contiguous NCHW -> channels_last NCHW): the NCHW view of NHWC memory already is channels_last. Same
+    F.conv2d call, same memory formats, same result (``bias``: added inside the convolution); None where it does
+    not apply."""
     import torch  # here, so that the framework loads only when needed
     from keras.src import backend  # here, so that the framework loads only when needed
     from keras.src.backend.torch.core import (

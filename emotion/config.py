@@ -182,7 +182,8 @@ class DataConfig:
 class ModelConfig:
     module: str = opt("emotion.models.module:EmotionClassifier",
                       "the LightningModule-style class that owns network, loss, optimizer and hooks, as "
-                      "package.module:Class (a subclass of emotion.models.module.EmotionClassifier)", metavar="MOD:CLASS")
+                      "package.module:Class (a subclass of emotion.models.module.EmotionClassifier)",
+                      metavar="MOD:CLASS")
     preset: str = opt("seed", "network preset (emotion.models.presets.PRESETS)")
     preset_args: dict = opt(help="keyword arguments of the preset, e.g. '{dropout: 0.3}'", parse=parse_mapping,
                             metavar="MAPPING", factory=dict)

@@ -5,7 +5,8 @@ face, the whole photo where none is found). ``--keep`` mixes each fold's model w
 the same models at other operating points of the detector (`--min-face-score`: a face counts only from that score);
 ``--min-sides`` with other size floors (the smallest face kept, in pixels: `emotion.faces.detect.MIN_FACE_SIDE`).
 
-    python scripts/cv_faces.py runs/cv-web-transfer [--keep 0,0.3,0.5,0.7,1] [--min-scores 0.3,0.5,0.7] [--min-sides 0,20]
+    python scripts/cv_faces.py runs/cv-web-transfer [--keep 0,0.3,0.5,0.7,1] [--min-scores 0.3,0.5,0.7] \
+        [--min-sides 0,20]
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def main() -> None:
                          "faces_accuracy": on["accuracy"], "faces_balanced": on["balanced_accuracy"],
                          "accuracy": overall["accuracy"], "balanced_accuracy": overall["balanced_accuracy"]})
     print(f"{len(images)} images, model {args.model or 'happy-sad (shipped)'}")
-    print("| setting | faces found | ms/photo | accuracy on faces | balanced on faces | accuracy, all | balanced, all |")
+    print("| setting | faces found | ms/photo | accuracy on faces | balanced on faces | accuracy, all "
+          "| balanced, all |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['setting']} | {r['found']} ({r['found'] / len(images):.1%}) | {r.get('ms', '')} | "

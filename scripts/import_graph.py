@@ -53,7 +53,8 @@ def imports(path: Path, name: str) -> list[tuple[str, bool, int]]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
             for a in node.names:
                 full = f"{base}.{a.name}"
                 out.append((full if full in MODULES else base, id(node) in top_nodes, node.lineno))
@@ -103,7 +104,8 @@ def heavy_modules(edges) -> set[str]:
     while changed:
         changed = False
         for n, ts in top.items():
-            if n not in heavy and any(t in heavy or t.rpartition(".")[0] in heavy for t in ts if t.startswith("emotion")):
+            inside = [t for t in ts if t.startswith("emotion")]
+            if n not in heavy and any(t in heavy or t.rpartition(".")[0] in heavy for t in inside):
                 heavy.add(n)
                 changed = True
     return heavy

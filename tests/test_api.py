@@ -90,7 +90,8 @@ def test_runtime_onnx_refuses_a_keras_file_and_names_the_export_command(tmp_path
 def test_predict_with_onnx_imports_no_framework_and_agrees_with_keras(photo):
     """`emotion predict --runtime onnx` with keras, tensorflow, jax and torch made unimportable."""
     block = "import sys\nfor m in ('keras', 'tensorflow', 'jax', 'torch'): sys.modules[m] = None\n"
-    code = block + f"from emotion.cli import main\nsys.exit(main(['predict', '--runtime', 'onnx', '--json', {str(photo)!r}]))"
+    code = block + ("from emotion.cli import main\n"
+                    f"sys.exit(main(['predict', '--runtime', 'onnx', '--json', {str(photo)!r}]))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     onnx_rows = json.loads(done.stdout)

@@ -28,7 +28,8 @@ def test_gpu_extras_pin_the_cpu_versions():
     for gpu, cpu in GPU.items():
         (spec,), (cpu_spec,) = found[gpu], found[cpu]
         assert version(spec) == version(cpu_spec), (gpu, spec, cpu_spec)
-    assert found["jax-cuda12"] == ["jax[cuda12]==0.10.2"] and found["tensorflow-gpu"] == ["tensorflow[and-cuda]==2.21.0"]
+    assert found["jax-cuda12"] == ["jax[cuda12]==0.10.2"]
+    assert found["tensorflow-gpu"] == ["tensorflow[and-cuda]==2.21.0"]
 
 
 def _index_reachable() -> bool:

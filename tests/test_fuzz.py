@@ -213,7 +213,8 @@ def test_any_yaml_gives_a_config_or_one_error(tmp_path_factory, text):
     "[" * 1200 + "]" * 1200,  # deeper than the YAML parser's recursion
     "a: &a [1, 2]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n",
     "data: {split: [.nan, .inf, -1]}", "trainer: {epochs: .inf}", "seed: !!python/object:os.system ls",
-    "data:\n0:", "? [a, b]\n: c\n", "data:\n  1: 2\n",  # (the first: found by the fuzz test above) "model: {null: 1}", "\ufeffseed: 1\n", "seed: 1\n" * 3,
+    "data:\n0:",  # found by the fuzz test above
+    "? [a, b]\n: c\n", "data:\n  1: 2\n", "model: {null: 1}", "\ufeffseed: 1\n", "seed: 1\n" * 3,
 ])
 def test_yaml_regressions(tmp_path, text):
     config_or_error(tmp_path, text)

@@ -39,7 +39,8 @@ def run(args) -> int:
         print(f"JAX compiled programs (jax/): {len(compiled)} file(s), "
               f"{_size(sum(p.lstat().st_size for p in compiled))}")
     if found["old"]:
-        print(f"old-format entries: {len(found['old']) // 2 or 1} (never read again; 'emotion cache clear' removes them)")
+        print(f"old-format entries: {len(found['old']) // 2 or 1} "
+              "(never read again; 'emotion cache clear' removes them)")
     if found["stale"]:
         print(f"temporary files of interrupted writers: {len(found['stale'])} (removed by the next run or by clear)")
     return 0

@@ -115,7 +115,8 @@ def run(args) -> int:
               f"{result['confusion_matrix']}")
         if "faces" in result:
             f = result["faces"]
-            line = f"faces found in {f['found']} of {result['n']} images ({f['found_share']:.1%}); the rest scored whole"
+            line = (f"faces found in {f['found']} of {result['n']} images ({f['found_share']:.1%}); "
+                    "the rest scored whole")
             if "on_faces" in result:
                 o = result["on_faces"]
                 line += f"; on those {f['found']}: accuracy {o['accuracy']:.4f}, balanced {o['balanced_accuracy']:.4f}"

@@ -51,7 +51,8 @@ class Face:
 
 @contextlib.contextmanager
 def quiet_stderr():
-    """Silence file descriptor 2 (C++ logging that no setting turns off: LiteRT, OpenCV's video backends) for the duration."""
+    """Silence file descriptor 2 (C++ logging that no setting turns off: LiteRT, OpenCV's video backends) for
+    the duration."""
     sys.stderr.flush()
     saved = os.dup(2)
     try:

@@ -134,7 +134,8 @@ class BlazeFaceDetector:
         self._local = threading.local()
 
     def settings(self) -> dict:
-        return {"detector": self.name, "margin": self.margin, "model": self.model, "file": self.spec.file, "sha256": self.sha256[:16],
+        return {"detector": self.name, "margin": self.margin, "model": self.model, "file": self.spec.file,
+                "sha256": self.sha256[:16],
                 "min_score": self.min_score, "iou": self.iou, "min_side": self.min_side}
 
     def _interpreter(self):

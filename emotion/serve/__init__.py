@@ -11,8 +11,8 @@ How a request travels: the HTTP process (uvicorn, one per worker) checks it chea
 with a 4xx and a JSON ``{"detail": ...}`` before it reaches the model. The rest go, as bytes, to the inference
 worker, where LitServe gathers up to ``--max-batch-size`` requests arriving within ``--batch-timeout`` s;
 `EmotionAPI` decodes each (decode_request), finds its faces and classifies every crop of the batch in one model
-call (predict; the face searches of a batch run in threads). An image that passed the header check but fails to decode (a
-truncated file) is answered 400 on its own: the rest of its batch is not affected (LitServe would fail a whole
+call (predict; the face searches of a batch run in threads). An image that passed the header check but fails to
+decode (a truncated file) is answered 400 on its own: the rest of its batch is not affected (LitServe would fail a whole
 batch on an exception raised by decode_request, so decode errors travel as values instead).
 
 SIGTERM drains: the HTTP processes stop accepting, finish the requests they hold, then the workers stop, and

@@ -356,8 +356,9 @@ def run_backend(cfg: BenchConfig, backend: str, log=print, stock: bool = False) 
     result = harness.run_step(backend, "emotion.tools.bench:worker", {"config": cfg.to_dict()}, what="bench",
                               timeout=cfg.timeout, env=_worker_env(cfg, stock))
     result["process_s"] = time.perf_counter() - t
-    log(f"  {backend}{' (stock)' if stock else ''}: compute step {result['compute']['step_s']['median']:.3f} s, end to end "
-        f"{result['end_to_end']['warm_step_s']['median']:.3f} s, {result['inference']['images_per_s']['median']:.1f} img/s")
+    step, warm = result["compute"]["step_s"]["median"], result["end_to_end"]["warm_step_s"]["median"]
+    log(f"  {backend}{' (stock)' if stock else ''}: compute step {step:.3f} s, end to end {warm:.3f} s, "
+        f"{result['inference']['images_per_s']['median']:.1f} img/s")
     if result.get("scaling"):
         log(f"  {backend}: {scaling_line(result['scaling'])}")
     return result

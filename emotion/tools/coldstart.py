@@ -42,7 +42,8 @@ def ways() -> dict[str, tuple[list[str], dict]]:
     """name -> (emotion's arguments, extra environment)."""
     out = {f"keras, {b} backend": (["predict", "--backend", b], {}) for b in backends.installed()}
     if "jax" in backends.installed():  # JAX's persistent compilation cache (backends/jax.py) off: every compile anew
-        out["keras, jax backend, EMOTION_JAX_CACHE=off"] = (["predict", "--backend", "jax"], {"EMOTION_JAX_CACHE": "off"})
+        out["keras, jax backend, EMOTION_JAX_CACHE=off"] = (["predict", "--backend", "jax"],
+                                                             {"EMOTION_JAX_CACHE": "off"})
     try:
         import onnxruntime  # noqa: F401
 

@@ -85,7 +85,8 @@ def render_matrix(result: dict) -> str:
     lines += ["", "Refusals:", ""]
     for r in result["rows"]:
         if r.get("status") in ("refused", "crashed"):
-            lines.append(f"- {r['backend']} / {r['format']}{' ' + r['quantize'] if r['quantize'] else ''}: {r['error']}")
+            quantize = " " + r["quantize"] if r["quantize"] else ""
+            lines.append(f"- {r['backend']} / {r['format']}{quantize}: {r['error']}")
     lines += ["", f"**{'PASS' if result['ok'] else 'FAIL'}**", ""]
     return "\n".join(lines)
 

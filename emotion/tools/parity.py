@@ -256,7 +256,8 @@ def step(name: str, spec_path: str, backend: str) -> None:
 # ============================================================================================ parent side
 def _spawn(name: str, spec: ParitySpec, spec_path: Path, backend: str, log_path: Path) -> float:
     t0 = time.perf_counter()
-    harness.run_step(backend, "emotion.tools.parity:step", [name, str(spec_path), backend], what=f"parity step {name!r}",
+    harness.run_step(backend, "emotion.tools.parity:step", [name, str(spec_path), backend],
+                     what=f"parity step {name!r}",
                      log=log_path, deterministic=spec.deterministic)
     return time.perf_counter() - t0
 

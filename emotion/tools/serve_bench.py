@@ -5,11 +5,11 @@ and one with batching off (``--max-batch-size 1``). Each is driven by httpx.Asyn
 concurrent clients for ``--seconds`` per level (each client posts, waits for the answer, posts again), on two
 workloads: face crops (small synthetic faces, 64-96 px, posted to /predict?faces=none as a client that crops
 its own faces would: no detection) and photos (640x480 synthetic scenes with faces in them, or the images of
-``--data``, posted to /predict: faces found, the largest classified). Per level: requests/s, latency p50/p95/p99, errors, the mean number of
-images per model call and where the inference worker's time goes per request (decode, find faces and crop, model;
-both from the server's EMOTION_SERVE_BATCH_LOG), and the peak resident memory of the
-server's process tree (the sum of VmRSS over its processes, shared pages counted in each). The client runs on
-the same machine and takes CPU from the server: the numbers are for this machine, as loaded as it is. The
+``--data``, posted to /predict: faces found, the largest classified). Per level: requests/s, latency
+p50/p95/p99, errors, the mean number of images per model call and where the inference worker's time goes per
+request (decode, find faces and crop, model; both from the server's EMOTION_SERVE_BATCH_LOG), and the peak
+resident memory of the server's process tree (the sum of VmRSS over its processes, shared pages counted in
+each). The client runs on the same machine and takes CPU from the server: the numbers are for this machine, as loaded as it is. The
 load comes from a lean asyncio HTTP/1.1 client (``--client raw``, ~0.3 ms of CPU per request); httpx.AsyncClient
 (``--client httpx``) spent ~10 ms per request on this 2-CPU machine, more than the server, so the requests it
 meant to send concurrently reached the server one or two at a time and no batch could form.
@@ -266,14 +266,16 @@ async def drive(server: ServerProcess, bodies: list[bytes], path: str, clients: 
             "p95_ms": float(np.percentile(lat, 95)), "p99_ms": float(np.percentile(lat, 99)),
             "mean_batch": float(np.mean(sizes)) if len(sizes) else None,
             "max_batch": int(max(sizes)) if len(sizes) else None, "worker_ms_per_request": stages,
-            "rss_mb": round(peak_rss, 1), "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, len(latencies)), 2)}
+            "rss_mb": round(peak_rss, 1),
+            "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, len(latencies)), 2)}
 
 
 def run(args, log=print) -> dict:
     try:
         levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
     except ValueError:
-        raise EmotionError(f"--concurrency takes comma-separated counts, e.g. 1,8,32,64; got {args.concurrency!r}") from None
+        raise EmotionError(f"--concurrency takes comma-separated counts, e.g. 1,8,32,64; "
+                           f"got {args.concurrency!r}") from None
     if not levels or min(levels) < 1 or args.seconds <= 0 or args.max_batch_size < 2:
         raise EmotionError("--concurrency needs positive counts, --seconds > 0, --max-batch-size >= 2")
     out = Path(args.out)
@@ -306,7 +308,8 @@ def run(args, log=print) -> dict:
                           "load_avg_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None},
               "model": args.model or "happy-sad (shipped)", "backend": args.serve_backend or os.environ.get(
                   "KERAS_BACKEND", "(keras default)"), "runtime": args.runtime, "seconds": args.seconds,
-              "batch_timeout": args.batch_timeout, "client": args.client, "workers": args.workers, "mean_body_bytes": sizes,
+              "batch_timeout": args.batch_timeout, "client": args.client, "workers": args.workers,
+              "mean_body_bytes": sizes,
               "photos_from": args.data or "synthetic 640x480, 1-3 faces of 90-200 px",
               "servers": servers, "rows": rows}
     result["targets"] = targets(rows)

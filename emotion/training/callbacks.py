@@ -156,8 +156,8 @@ class KeepInit(Callback):
 
 
 class FlipTTA(Callback):
-    """At the end of training, wrap the network in `emotion.models.surgery.with_flip_tta` (mean of image and mirror): what
-    the run folder saves and tests is the wrapped model."""
+    """At the end of training, wrap the network in `emotion.models.surgery.with_flip_tta` (mean of image and
+    mirror): what the run folder saves and tests is the wrapped model."""
 
     def on_fit_end(self, trainer, module):
         from emotion.models.surgery import with_flip_tta  # here, so that the framework loads only when needed
@@ -208,9 +208,10 @@ class Checkpoint(Callback):
     augmentation and dropout layers' random state), the optimizer's (moments, step count), the framework's
     global random state where training draws from it (`backends.rng_state`), the epoch, the history so far and
     each callback's `state_dict`. (Keras's `BackupAndRestore` keeps weights, optimizer and epoch, but neither
-    random state nor history nor callback state: a run it resumes takes other augmentations and dropout masks.) Written to a temporary name and renamed, so a kill leaves the previous
-    checkpoint whole. The data order is a function of the epoch (`emotion.data.batches.make_batches`), so nothing else is
-    needed to continue exactly. Removed once the run folder is complete (keep it with ``keep=True``)."""
+    random state nor history nor callback state: a run it resumes takes other augmentations and dropout masks.)
+    Written to a temporary name and renamed, so a kill leaves the previous checkpoint whole. The data order is a
+    function of the epoch (`emotion.data.batches.make_batches`), so nothing else is needed to continue exactly.
+    Removed once the run folder is complete (keep it with ``keep=True``)."""
 
     def __init__(self, path: str | Path, keep: bool = False):
         super().__init__()

@@ -123,7 +123,8 @@ class Processes:
             return
 
         self.met = True
-        said = [json.loads(t[1:]) if t.startswith("=") else t[1:] for t in backends.exchange("=" + fingerprint(cfg, dm))]
+        told = backends.exchange("=" + fingerprint(cfg, dm))
+        said = [json.loads(t[1:]) if t.startswith("=") else t[1:] for t in told]
         for k, t in enumerate(said):
             if isinstance(t, str):
                 raise EmotionError(f"process {k} of {self.count} stopped: {t}")
@@ -227,7 +228,8 @@ def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks
 
 
 def _setup(cfg: Config, dm) -> EmotionDataModule:
-    return dm or EmotionDataModule(cfg.data, seed=cfg.seed, progress=decode_progress(cfg)).setup()  # data errors surface before Keras loads
+    # data errors surface before Keras loads
+    return dm or EmotionDataModule(cfg.data, seed=cfg.seed, progress=decode_progress(cfg)).setup()
 
 
 def _fit(cfg: Config, dm, out: Path, ckpt_path, extra, limits, write: bool = True) -> dict:

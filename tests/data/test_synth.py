@@ -66,4 +66,5 @@ def test_seed_cnn_learns_the_expression(tmp_path):
     metrics = fit_run(cfg)
     right = metrics["val"]["accuracy"] * metrics["val"]["n"] + metrics["test"]["accuracy"] * metrics["test"]["n"]
     accuracy = right / (metrics["val"]["n"] + metrics["test"]["n"])
-    assert accuracy >= 0.8, f"{BACKEND}: held-out accuracy {accuracy:.3f} (val {metrics['val']}, test {metrics['test']})"
+    assert accuracy >= 0.8, \
+        f"{BACKEND}: held-out accuracy {accuracy:.3f} (val {metrics['val']}, test {metrics['test']})"

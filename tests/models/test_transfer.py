@@ -117,7 +117,8 @@ def test_keep_init_mixes_the_starting_weights_into_the_saved_model(source, synth
     assert main([*args, "--out", str(tmp_path / "plain")]) == 0
     assert main([*args, "--out", str(tmp_path / "kept"), "--keep-init", "0.5"]) == 0
     start, plain, kept = (keras.saving.load_model(p) for p in
-                          (source, tmp_path / "plain" / "imageclassifier.keras", tmp_path / "kept" / "imageclassifier.keras"))
+                          (source, tmp_path / "plain" / "imageclassifier.keras",
+                           tmp_path / "kept" / "imageclassifier.keras"))
     for s, p, k in zip(start.get_weights(), plain.get_weights(), kept.get_weights(), strict=True):
         np.testing.assert_allclose(k, 0.5 * s + 0.5 * p, rtol=1e-4, atol=1e-5)  # the same training, then mixed
     assert not all(np.allclose(s, p) for s, p in zip(start.get_weights(), plain.get_weights(), strict=True))

@@ -76,7 +76,8 @@ def stats(v):
 def made_up_row():
     """One backend's measurements, shaped like `measure`'s (no timings taken)."""
     return {"keras_version": "3", "framework_version": "1", "devices": ["cpu:0"], "forward_gflop_per_image": 0.24,
-            "train_gflop_per_image": 0.67, "compute": {"compile_s": 2.0, "step_s": stats(0.3), "step_cpu_s": stats(0.5)},
+            "train_gflop_per_image": 0.67,
+            "compute": {"compile_s": 2.0, "step_s": stats(0.3), "step_cpu_s": stats(0.5)},
             "end_to_end": {"cold_epoch_s": 5.0, "first_epoch_s": 3.0, "warm_step_s": stats(0.32),
                            "warm_step_cpu_s": stats(0.55)},
             "inference": {"compile_s": 0.2, "latency_s": {"p50": 0.004, "p95": 0.006}, "images_per_s": stats(300.0)},
@@ -115,14 +116,16 @@ def test_gpu_rows_get_no_share_of_the_cpu_floor():
 def test_report_names_the_data_parallel_scaling():
     row = {**made_up_row(), "scaling": {"devices": 2, "step_s": {"1": stats(0.4), "2": stats(0.25)}, "speedup": 1.6,
                                         "efficiency": 0.8}}
-    other = {**made_up_row(), "scaling": {"skipped": "--devices 2: data-parallel training runs under the JAX backend only"}}
+    skipped = "--devices 2: data-parallel training runs under the JAX backend only"
+    other = {**made_up_row(), "scaling": {"skipped": skipped}}
     report = {"settings": {**bench.BenchConfig().to_dict(), "devices": 2},
               "machine": {**bench.machine(), "sgemm_gflops": 150.0}, "backends": {"jax": row, "torch": other}}
     report["summary"] = bench_report.summarize(report)
     text = bench_report.markdown(report)
     assert ("- jax, data parallel: compute step 0.400 s on 1 device, 0.250 s on 2 (same global batch): speedup 1.60x, "
             "scaling efficiency 80%") in text
-    assert "- torch, data parallel: data parallel skipped: --devices 2: data-parallel training runs under the JAX" in text
+    assert "- torch, data parallel: data parallel skipped: --devices 2: data-parallel training runs under the " \
+           "JAX" in text
 
 
 def test_a_backend_that_is_not_installed_is_named_and_left_out(synth_dir, tmp_path, monkeypatch):
@@ -359,7 +362,8 @@ def test_jax_and_torch_seed_train_and_save_without_importing_tensorflow(tmp_path
     ours = subprocess.run(script, capture_output=True, text=True, timeout=300)
     assert ours.returncode == 0, ours.stderr[-2000:]
     assert ours.stdout.strip().splitlines()[-2:] == ["False", "True"]
-    stock = subprocess.run(script, capture_output=True, text=True, timeout=300, env={**os.environ, "EMOTION_FAST_KERNELS": "0"})
+    stock = subprocess.run(script, capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "EMOTION_FAST_KERNELS": "0"})
     assert stock.stdout.strip().splitlines()[-2:] == ["True", "True"], stock.stderr[-2000:]  # what the patch prevents
 
 

@@ -95,10 +95,12 @@ def test_bench_scaling_says_why_it_is_skipped(synth_dir):
 
     cfg = bench.make_config(quick=True, devices=2, data=str(synth_dir))
     x = np.zeros((8, 32, 32, 3), "float32")
-    r = bench.measure_scaling(cfg, SimpleNamespace(input_shape=(32, 32, 3), num_classes=2), x, np.zeros((8, 1), "float32"))
+    r = bench.measure_scaling(cfg, SimpleNamespace(input_shape=(32, 32, 3), num_classes=2), x,
+                              np.zeros((8, 1), "float32"))
     assert "skipped" in r and bench.scaling_line(r).startswith("data parallel skipped: --devices 2")
     cfg = bench.make_config(quick=True, devices="all", data=str(synth_dir))  # this process sees one device
-    r = bench.measure_scaling(cfg, SimpleNamespace(input_shape=(32, 32, 3), num_classes=2), x, np.zeros((8, 1), "float32"))
+    r = bench.measure_scaling(cfg, SimpleNamespace(input_shape=(32, 32, 3), num_classes=2), x,
+                              np.zeros((8, 1), "float32"))
     assert r["skipped"].startswith(f"--devices all: {BACKEND} trains on one device here"), r
     with pytest.raises(EmotionError, match="--batch-size 6 is not a multiple of --devices 4"):
         bench.make_config(quick=True, devices=4, batch_size=6)

@@ -147,7 +147,8 @@ def test_config_files_load():
 
     for path in sorted((REPO / "configs").glob("*.yaml")):
         cfg = load_config(path)
-        build_model(cfg.model.preset, (cfg.data.image_size, cfg.data.image_size, 1 if cfg.data.color == "grayscale" else 3))
+        channels = 1 if cfg.data.color == "grayscale" else 3
+        build_model(cfg.model.preset, (cfg.data.image_size, cfg.data.image_size, channels))
 
 
 def test_flip_tta_averages_image_and_mirror(tmp_path):

@@ -46,7 +46,8 @@ def _fit_killed(data, out, kill_at: str, extra=(), epochs: int = 3, preset: str 
 
         p = argparse.ArgumentParser()
         add_arguments(p)
-        args = p.parse_args({["--data", str(data), "--out", str(out), *FIT, "--epochs", str(epochs), "--preset", preset, *more]!r})
+        args = p.parse_args({["--data", str(data), "--out", str(out), *FIT, "--epochs", str(epochs),
+                              "--preset", preset, *more]!r})
         fit_run(config_from_args(args), overwrite={"--overwrite" in extra}, callbacks=[Kill()])
     """)
     env = dict(os.environ, KERAS_BACKEND=BACKEND)
