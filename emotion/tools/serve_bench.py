@@ -9,10 +9,10 @@ its own faces would: no detection) and photos (640x480 synthetic scenes with fac
 p50/p95/p99, errors, the mean number of images per model call and where the inference worker's time goes per
 request (decode, find faces and crop, model; both from the server's EMOTION_SERVE_BATCH_LOG), and the peak
 resident memory of the server's process tree (the sum of VmRSS over its processes, shared pages counted in
-each). The client runs on the same machine and takes CPU from the server: the numbers are for this machine, as loaded as it is. The
-load comes from a lean asyncio HTTP/1.1 client (``--client raw``, ~0.3 ms of CPU per request); httpx.AsyncClient
-(``--client httpx``) spent ~10 ms per request on this 2-CPU machine, more than the server, so the requests it
-meant to send concurrently reached the server one or two at a time and no batch could form.
+each). The client runs on the same machine and takes CPU from the server: the numbers are for this machine, as
+loaded as it is. The load comes from a lean asyncio HTTP/1.1 client (``--client raw``); ``--client httpx`` costs
+the client more CPU per request than the server spends, so no batch can form on a small machine (measured in
+docs/serving.md).
 
 Writes serve-bench.md, serve-bench.json and serve-bench.png into ``--out``.
 """
