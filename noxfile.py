@@ -78,7 +78,7 @@ def tests(session):
     Tests marked ``once`` touch no backend (decoding, caches, detectors, configs): they run under the first."""
     session.install("-e", ".[all,dev,export,serve]")
     # The tests check behaviour, not speed: XLA (JAX, and TensorFlow's jit_compile) compiles their many small
-    # programs at its lowest optimisation level, which took the JAX run from 495 s to 393 s on a 2-core CPU.
+    # programs at its lowest optimisation level (the time it saves: docs/benchmarks.md).
     fast_compile = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0 "
                                  "--xla_llvm_disable_expensive_passes=true".strip()}
     for i, backend in enumerate(BACKENDS):

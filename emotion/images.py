@@ -28,8 +28,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".ti
 SUPPORTED_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "WEBP", "TIFF", "MPO")
 MAX_IMAGE_MB = 50  # default size limit of one image file (--max-image-mb)
 # Pixels an image may decode to (after a JPEG's reduced-scale decoding, so a 48 MP JPEG passes): Pillow keeps 4
-# bytes a pixel, so this bounds one decode near 120 MB. Measured: `emotion predict` of a 39.9 MP PNG under
-# TensorFlow peaked at 1.00 GB, of a 48 MP JPEG at 0.75 GB; an 88 MP PNG (Pillow's own limit) at 1.38 GB.
+# bytes a pixel, so this bounds one decode near 120 MB (the peak memory it was chosen by: docs/security.md).
 MAX_DECODE_PIXELS = 30_000_000
 MB = 1_000_000
 ORIENTATION = 0x0112  # the EXIF tag

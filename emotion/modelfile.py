@@ -201,6 +201,6 @@ def open_model(path: str | Path | None = None, runtime: str | None = None, limit
     meta = read_meta(path)
 
     # the backend's own setup, as for training: under JAX the shipped model (it holds Keras's affine augmentation
-    # layers) is otherwise predicted op by op, not jitted: 78 ms a face instead of 13 here
+    # layers) is otherwise predicted op by op, not jitted (docs/benchmarks.md)
     backends.configure()
     return load_keras_model(path, limits), meta

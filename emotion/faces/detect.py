@@ -10,10 +10,9 @@ Training (`--faces crop`), `emotion test`, `emotion predict`, `emotion video` an
 Two detectors, neither downloading anything at run time (docs/faces.md measures them and the alternatives):
 - ``blazeface`` (default): MediaPipe's BlazeFace back-camera model, a 315 KB .tflite shipped inside this
   package (`emotion/shipped/detectors/`), run by the LiteRT interpreter (`ai-edge-litert`, from the package
-  index). On the seed's 301 web photos it found a face of 20 px or more (`MIN_FACE_SIDE`) in 222 (Haar: 151) at
-  ~6-11 ms per photo (Haar ~50-140).
+  index); `emotion.faces.blazeface`.
 - ``haar``: OpenCV's Haar cascade for frontal faces, whose XML ships inside the `opencv-python-headless` 4.x
-  wheel (5.0's wheels have an empty `cv2/data`, hence the `<5` pin).
+  wheel; `emotion.faces.haar`.
 """
 
 from __future__ import annotations

@@ -129,8 +129,6 @@ def single_file_onnx(path: Path) -> None:
     """Fold weights that an exporter wrote to a side file (jax2onnx writes ``X.onnx.data``) back into ``path``,
     so the model is one self-contained file; the side files it referenced are then removed."""
     import onnx  # here: onnx is optional or slow to import
-
-    # here: onnx is optional or slow to import
     from onnx.external_data_helper import _get_all_tensors, uses_external_data
 
     model = onnx.load(str(path), load_external_data=False)
@@ -267,9 +265,7 @@ def run_saved_model(path: Path):
 
 def run_litert(path: Path):
     try:
-        from ai_edge_litert.interpreter import (
-            Interpreter,  # here: ai_edge_litert is optional or slow to import
-        )  # here: ai_edge_litert is optional or slow to import
+        from ai_edge_litert.interpreter import Interpreter  # here: ai_edge_litert is optional or slow to import
     except ImportError:  # TensorFlow's own copy of the interpreter
         from tensorflow.lite import Interpreter  # here, so that the framework loads only when needed
 

@@ -141,9 +141,8 @@ class EarlyStopping(keras.callbacks.EarlyStopping, Callback):
 # ------------------------------------------------------------------------------------------ the model at the end
 class KeepInit(Callback):
     """At the end of training (after the best epoch is restored), mix the starting model's weights back in:
-    `emotion.models.surgery.mix_weights` with share ``keep`` (``model.keep_init``). Fine-tuning the FER2013 face
-    model on the seed's web photos with 0.3 kept scored as the fine-tuned model alone on held-out web photos and
-    kept more of FER2013 (docs/faces.md)."""
+    `emotion.models.surgery.mix_weights` with share ``keep`` (``model.keep_init``): what it gains and costs is
+    measured in docs/faces.md."""
 
     def __init__(self, init_from: str, keep: float, limits=None):
         super().__init__()
