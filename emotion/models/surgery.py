@@ -85,3 +85,31 @@ def with_flip_tta(model: keras.Model) -> keras.Model:
     mirrored = keras.ops.flip(inputs, axis=2)
     outputs = layers.Average(name="flip_tta")([model(inputs), model(mirrored)])
     return keras.Model(inputs, outputs, name=f"{model.name}_tta")
+
+
+def restrict_classes(model: keras.Model, keep: list[int]) -> keras.Model:
+    """A model that answers among ``keep`` (indices of ``model``'s softmax classes) only, with no retraining:
+    the same network with a new head whose logits are the kept rows of the old one. For two kept classes the head
+    is one sigmoid unit on the difference of their logits, ``P(second) = sigmoid(z_b - z_a)``, exactly the old
+    model's probability of the second class given that it is one of the two (the two-class contract: P > 0.5
+    means the second class). A flip-TTA wrapper is kept around the new network.
+
+        happy_sad = restrict_classes(emotions, [EIGHT.index("happy"), EIGHT.index("sad")])
+    """
+    inner = unwrap(model)
+    head = inner.get_layer("head")
+    kernel, bias = head.get_weights()
+    if kernel.shape[1] < 3 or len(keep) < 2 or len(set(keep)) != len(keep) or not all(
+            0 <= k < kernel.shape[1] for k in keep):
+        raise EmotionError(f"cannot keep classes {keep} of a {kernel.shape[1]}-class softmax head")
+    features = head.input
+    if len(keep) == 2:
+        a, b = keep
+        new_head = layers.Dense(1, activation="sigmoid", name="head", dtype=head.dtype_policy)
+        weights = [(kernel[:, b] - kernel[:, a])[:, None], bias[b:b + 1] - bias[a:a + 1]]
+    else:
+        new_head = layers.Dense(len(keep), activation="softmax", name="head", dtype=head.dtype_policy)
+        weights = [kernel[:, keep], bias[keep]]
+    restricted = keras.Model(inner.inputs, new_head(features), name=inner.name)
+    new_head.set_weights(weights)
+    return with_flip_tta(restricted) if inner is not model else restricted
