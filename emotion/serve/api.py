@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -19,9 +20,11 @@ from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
 from PIL import Image
 
-from emotion import backends
+from emotion import __version__, backends
 from emotion.images import decode_image
 from emotion.predictor import Predictor
+from emotion.serve import metrics
+from emotion.serve.lifecycle import die_with_parent
 from emotion.serve.requests import MAX_PIXELS, MAX_SIDE
 
 
@@ -66,18 +69,21 @@ class EmotionAPI(ls.LitAPI):
 
     def __init__(self, model: str | None = None, faces: str | None = None, detector: str | None = None,
                  runtime: str = "keras", max_batch_size: int = 32, batch_timeout: float = 0.005,
-                 error_file: str | None = None, backend: str | None = None, min_face_score: float | None = None):
+                 error_file: str | None = None, backend: str | None = None, min_face_score: float | None = None,
+                 info_file: str | None = None):
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout,
                          loop=WaitingBatchedLoop() if max_batch_size > 1 else "auto")
         self.model_name, self.faces, self.detector, self.runtime = model, faces, detector, runtime
         self.min_face_score = min_face_score
         self.backend = backend  # picked in the worker: the HTTP processes never import a framework
         self.error_file = error_file  # where setup() leaves its one-line error for the main process
+        self.info_file = info_file  # where setup() says what it serves (classes, backend), for /metrics
         self.batch_log = os.environ.get("EMOTION_SERVE_BATCH_LOG")
         self._decode_s = 0.0  # decode_request's time since the last batch (for the batch log)
 
     def setup(self, device):
         try:
+            die_with_parent(os.getppid())  # SIGKILL'd if the main process is (no orphan holding the model)
             for sig in (signal.SIGTERM, signal.SIGINT):  # stopped by the main process (`_drain_on_sigterm`)
                 signal.signal(sig, stop_only_with(os.getppid()))
             if self.runtime == "keras":
@@ -91,6 +97,13 @@ class EmotionAPI(ls.LitAPI):
             for n in (1, 2, 4, 8, 16, 32, 64):  # the batch shapes `probabilities` sends, traced/compiled now
                 if n == 1 or n // 2 < self.max_batch_size:  # (more crops than that, from faces=all: on first use)
                     self.clf.probabilities(np.zeros((n, self.clf.image_size, self.clf.image_size, c), np.uint8))
+            self.metrics = metrics.get()
+            if self.info_file:
+                about = {"classes": ",".join(map(str, self.clf.class_names)), "version": __version__,
+                         "runtime": self.runtime,
+                         "backend": backends.current() if self.runtime == "keras" else "onnxruntime"}
+                with open(self.info_file, "w") as f:
+                    json.dump(about, f)
         except Exception as e:
             if self.error_file:
                 text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -129,8 +142,10 @@ class EmotionAPI(ls.LitAPI):
         found = self.clf.find_faces([im for im, _ in good], [faces for _, faces in good], self.pool)
         t1 = time.perf_counter()
         rows = iter(self.clf.face_rows(found))
+        t2 = time.perf_counter()
+        if getattr(self, "metrics", None) is not None and good:
+            self.metrics.model_call(len(good), t2 - t1)
         if self.batch_log:
-            t2 = time.perf_counter()
             with open(self.batch_log, "a") as log_file:
                 log_file.write(f"{len(good)} {sum(len(f) for f in found)} {1000 * self._decode_s:.2f} "
                                f"{1000 * (t1 - t0):.2f} {1000 * (t2 - t1):.2f}\n")
