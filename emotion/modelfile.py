@@ -21,7 +21,8 @@ import numpy as np
 
 from emotion import backends
 from emotion.errors import EmotionError
-from emotion.guard import MIB, Limits, check_loaded, check_model_file
+from emotion.guard import Limits, check_loaded, check_model_file
+from emotion.onnxguard import check_onnx_file
 
 META_MEMBER = "emotion.json"
 ONNX_META_KEY = "emotion"  # the same JSON, in an ONNX file's metadata_props (written by `emotion export`)
@@ -68,10 +69,7 @@ def resolve_model(name_or_path: str | Path | None = None, runtime: str | None = 
     suffix. A shipped model comes in both."""
     path = find_model(name_or_path, runtime)
     if path.suffix == ".onnx":
-        limits = limits or Limits()
-        if path.stat().st_size > limits.max_total_bytes:
-            raise EmotionError(f"{path} is {path.stat().st_size / MIB:.0f} MB, over the limit of "
-                               f"{limits.max_total_bytes / MIB:.0f} MB (--max-model-mb)")
+        check_onnx_file(path, limits)  # its size, initializers, external data, inputs, nodes, metadata
     else:
         check_model_file(path, limits, build=False)  # the file; load_keras_model checks the model's size too
     return path
@@ -174,11 +172,18 @@ class OnnxModel:
         self.batch = fixed[0]  # a fixed batch size the export was traced with, else None
         try:
             meta = json.loads(self.session.get_modelmeta().custom_metadata_map.get(ONNX_META_KEY, "{}"))
-        except ValueError:
+        except (ValueError, RecursionError):
             meta = {}
         self.meta = meta if isinstance(meta, dict) else {}
 
     def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        try:
+            return self._predict(x)
+        except Exception as e:  # onnxruntime's Fail, InvalidArgument, RuntimeException...: one line, not a bug of ours
+            text = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise EmotionError(f"the ONNX model failed to run: {text}") from None
+
+    def _predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, np.float32)
         if self.batch is None or len(x) == self.batch:
             return self.session.run(None, {self.input_name: x})[0]
