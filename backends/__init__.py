@@ -79,7 +79,10 @@ def select(name: str | None = None, deterministic: bool = False) -> str:
     if "keras" in sys.modules and os.environ.get("KERAS_BACKEND", name) != name:
         raise BackendError(f"Keras is already imported with backend {os.environ['KERAS_BACKEND']!r}")
     if importlib.util.find_spec(_FRAMEWORK[name]) is None:
-        raise BackendError(f"backend {name!r} is not installed here: pip install -e '.[{name}]'")
+        onnx = importlib.util.find_spec("onnxruntime") is not None and not installed()
+        raise BackendError(f"backend {name!r} is not installed here: " + (
+            "--runtime onnx runs a shipped model (or an .onnx export) with the onnxruntime that is, or " if onnx
+            else "") + f"pip install -e '.[{name}]'")
     os.environ["KERAS_BACKEND"] = name
     _module(name).prepare(deterministic=deterministic)
     return name

@@ -5,7 +5,7 @@ signatures. A YAML file mirrors the dataclasses (every key optional)::
     seed: 0
     data: {data: ../shared/data/web-happy-sad, image_size: 256, batch_size: 32, classes: [happy, sad]}
     model: {preset: seed, learning_rate: 0.001}
-    trainer: {epochs: 20, out: models}
+    trainer: {epochs: 20, out: runs/seed}
 
     cfg = load_config("configs/seed.yaml", {"trainer.epochs": 2})
     print(to_yaml(cfg))          # what `emotion fit --print-config` prints; `--config` takes it back
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -134,6 +135,34 @@ def _fraction_below_one(value) -> bool:
     return 0 <= value < 1
 
 
+def _between(lo: int, hi: int):
+    def check(v):
+        return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+    check.__doc__ = f"an integer from {lo} to {hi}"
+    return check
+
+
+def _learning_rate_ok(v) -> bool:
+    """a number above 0 and at most 10 (not NaN)"""
+    return 0 < v <= 10  # NaN fails both comparisons
+
+
+# the largest batch of network inputs (float32) a setting may ask for: image_size^2 * channels * batch_size * 4
+# bytes. 2 GiB is 1024-px RGB images 170 at a time, or the seed's 256 px 2730 at a time; past it training would
+# be killed for memory minutes later, after every image had been decoded.
+MAX_BATCH_BYTES = 2 << 30
+
+
+def default_out(kind: str = "fit", root: str | Path = "models") -> str:
+    """Where a run goes with no --out: a new folder named for its kind and start time, ``models/fit-20260101-120000``
+    (with ``-2``, ``-3``... where that exists), never ``models/`` itself."""
+    base = Path(root) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path, k = base, 2
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    return str(path)
+
+
 def opt(default=None, help: str = "", *, flag: str | None = None, choices=None, parse=None, check=None,
         metavar: str | None = None, const=None, factory=None):
     """A setting: its default, and what the command line needs to offer it. ``flag``: the option's name (default
@@ -151,9 +180,9 @@ def opt(default=None, help: str = "", *, flag: str | None = None, choices=None, 
 class DataConfig:
     data: str = opt("data", "folder of class subfolders, or of train/ val/ test/")
     classes: list[str] | None = opt(None, "comma-separated subset of class folders (default: all)", parse=parse_names)
-    image_size: int = opt(256, "side of the square the images are resized to", check=_at_least(8))
+    image_size: int = opt(256, "side of the square the images are resized to", check=_between(8, 1024))
     color: str = opt("rgb", "colour of the model's input", choices=("rgb", "grayscale"))
-    batch_size: int = opt(32, "images per training step", check=_at_least(1))
+    batch_size: int = opt(32, "images per training step", check=_between(1, 65536))
     split: list[float] = opt(help="train,val,test fractions of a folder that is not split already",
                              parse=parse_fractions, factory=lambda: [0.7, 0.2, 0.1])
     cache: str | None = opt(None, "decoded-image cache folder, or 'off' (default: $EMOTION_CACHE, "
@@ -187,9 +216,9 @@ class ModelConfig:
     preset: str = opt("seed", "network preset (emotion.models.presets.PRESETS)")
     preset_args: dict = opt(help="keyword arguments of the preset, e.g. '{dropout: 0.3}'", parse=parse_mapping,
                             metavar="MAPPING", factory=dict)
-    learning_rate: float = opt(1e-3, "Adam's learning rate", flag="--lr")
+    learning_rate: float = opt(1e-3, "Adam's learning rate", flag="--lr", check=_learning_rate_ok)
     lr_schedule: str = opt("constant", "learning-rate schedule", choices=("constant", "cosine"))
-    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy loss")
+    label_smoothing: float = opt(0.0, "label smoothing of the cross-entropy loss", check=_fraction_below_one)
     init_from: str | None = opt(None, "start from this .keras's weights (same preset and input size), or "
                                 "a shipped model's name (happy-sad, fer2013-happy-sad)", metavar="MODEL")
     keep_init: float = opt(0.0, "with --init-from: the share of the starting weights kept after training (the "
@@ -199,8 +228,8 @@ class ModelConfig:
 
 @dataclass
 class TrainerConfig:
-    epochs: int = opt(20, "epochs to train (Lightning's max_epochs)", check=_at_least(1))
-    out: str = opt("models", "run folder")
+    epochs: int = opt(20, "epochs to train (Lightning's max_epochs)", check=_between(1, 100000))
+    out: str | None = opt(None, "run folder (default: a new folder models/fit-YYYYMMDD-HHMMSS)")
     precision: str = opt("float32", "Keras dtype policy the network is built with; mixed_bfloat16 uses AMX/bf16 "
                          "units where the CPU has them", choices=PRECISIONS)
     deterministic: bool = opt(False, "the backend's determinism switches")
@@ -447,6 +476,12 @@ def validate(cfg: Config) -> None:
             raise EmotionError(f"{key} must be one of {', '.join(map(str, m['choices']))}, got {value!r}")
         if value is not None and m.get("check") and not m["check"](value):
             raise EmotionError(f"{key} must be {m['check'].__doc__}, got {value!r}")
+    d = cfg.data
+    batch_bytes = d.image_size ** 2 * (3 if d.color == "rgb" else 1) * d.batch_size * 4
+    if batch_bytes > MAX_BATCH_BYTES:
+        raise EmotionError(f"data.batch_size {d.batch_size} of {d.image_size}-px images is {batch_bytes / 2**30:.1f} "
+                           f"GiB of input a step, over the limit of {MAX_BATCH_BYTES / 2**30:.0f} GiB: lower "
+                           "batch_size or image_size")
     if not _fractions_ok(cfg.data.split):
         raise EmotionError(f"split must be three fractions summing to 1 (train,val,test), got {cfg.data.split}")
     if ":" not in cfg.model.module:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+from contextlib import contextmanager
 
 from emotion import __version__, backends
 from emotion.backends import BackendError
@@ -35,8 +37,9 @@ from emotion.cli import (
     test,
     video,
 )
-from emotion.cli.common import Parser, uses_keras
+from emotion.cli.common import Parser, pick_runtime, uses_keras
 from emotion.errors import EmotionError
+from emotion.files import user_os_error
 
 # Every command, registered here and only here: name -> its module (HELP, add_arguments, run).
 COMMANDS = {"fit": fit, "cv": cv, "test": test, "predict": predict, "video": video, "export": export, "bench": bench,
@@ -64,6 +67,43 @@ def early_checks(args) -> None:
         check(args)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, told as Ctrl-C is (a supervisor's stop, `kill PID`): the command stops where it is, its files whole."""
+
+
+@contextmanager
+def sigterm_as_interrupt(command: str):
+    """SIGTERM raises `Terminated` in the main thread (`serve` has its own shutdown, and keeps it)."""
+    if command in ("serve", "serve-bench"):
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Terminated()
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread (main() called from a thread): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupted(args, e: KeyboardInterrupt) -> int:
+    """The one line of an interrupted command, on a line of its own (not glued to a progress bar), with what the
+    command says about continuing (`fit`: the checkpoint and the --resume command)."""
+    sys.stdout.flush()
+    fresh = "\n" if sys.stdout.isatty() or sys.stderr.isatty() else ""
+    how = getattr(COMMANDS[args.command], "interrupted", None)
+    hint = how(args) if how else ""
+    what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+    print(f"{fresh}emotion: {what}" + (f"; {hint}" if hint else ""), file=sys.stderr)
+    return 143 if isinstance(e, Terminated) else 130
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -74,13 +114,16 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # usage errors (2), --help and --version (0)
         return e.code if isinstance(e.code, int) else 2
     try:
-        early_checks(args)  # bad paths and hostile model files: told before a framework is imported
-        if hasattr(args, "backend") and uses_keras(args):
-            backends.select(args.backend, deterministic=bool(getattr(args, "deterministic", False)))
-        return COMMANDS[args.command].run(args)
-    except KeyboardInterrupt:
-        print("emotion: interrupted", file=sys.stderr)
-        return 130
+        with sigterm_as_interrupt(args.command):
+            early_checks(args)  # bad paths, run folders and hostile model files: told before a framework loads
+            pick_runtime(args)  # no framework here but onnxruntime: a shipped model runs on its ONNX export
+            if hasattr(args, "backend") and uses_keras(args):
+                backends.select(args.backend, deterministic=bool(getattr(args, "deterministic", False)))
+            rc = COMMANDS[args.command].run(args)
+            sys.stdout.flush()  # a full disk under a redirected stdout is told here, not at exit
+            return rc
+    except KeyboardInterrupt as e:
+        return interrupted(args, e)
     except BrokenPipeError:  # the reader went away (`emotion predict ... | head`): stop writing, quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -89,9 +132,24 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("EMOTION_DEBUG"):
             raise
 
+        told = user_os_error(e)  # a full disk, a read-only folder: the user's to fix, in one line
+        if told is not None:
+            _quiet_stdout(e)
+            print(f"emotion: error: {told}", file=sys.stderr)
+            return 2
         known = isinstance(e, EmotionError | BackendError)
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         prefix = "error" if known else f"internal error ({type(e).__name__})"
         hint = "" if known else " (EMOTION_DEBUG=1 shows the traceback)"
         print(f"emotion: {prefix}: {text}{hint}", file=sys.stderr)
         return 2 if known else 3
+
+
+def _quiet_stdout(e: OSError) -> None:
+    """After a failed write to stdout (``> /dev/full``), what is still buffered would fail again at exit: drop it."""
+    if e.filename is None:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except OSError:
+            pass

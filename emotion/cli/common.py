@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import importlib.util
 import json
 import re
 import sys
 from pathlib import Path
 
+from emotion import backends
 from emotion.backends import NAMES as BACKENDS
 from emotion.config import (
     add_arguments,
@@ -21,6 +23,7 @@ from emotion.config import (
     positive_int,
     to_yaml,
 )
+from emotion.errors import EmotionError
 from emotion.faces.detect import DETECTORS, check_detector
 from emotion.guard import MAX_MODEL_MB, Limits
 from emotion.metrics import chance_line
@@ -84,6 +87,20 @@ def model_arg(p: argparse.ArgumentParser, runtime: bool = False) -> None:
                             "Default: from the --model file's suffix")
 
 
+def pick_runtime(args) -> None:
+    """With no Keras backend installed but onnxruntime (the ``.[onnx]`` venv), a shipped model runs on its ONNX
+    export by itself, and says so once; a ``--backend`` or ``--runtime`` given is kept."""
+    if getattr(args, "runtime", "absent") is not None or getattr(args, "backend", None) is not None:
+        return
+    if getattr(args, "model", None) not in (None, *SHIPPED) or backends.installed():
+        return
+    if importlib.util.find_spec("onnxruntime") is None:
+        return
+    args.runtime = "onnx"
+    print("emotion: no Keras backend (TensorFlow, JAX, PyTorch) installed here: running the shipped model's ONNX "
+          "export under onnxruntime (--runtime onnx)", file=sys.stderr)
+
+
 def uses_keras(args) -> bool:
     """Whether the command needs a Keras backend: not for a model run by onnxruntime."""
     return runtime_for(getattr(args, "model", None), getattr(args, "runtime", None)) == "keras"
@@ -122,8 +139,10 @@ def config(args, from_checkpoint: bool = True):
 
     given = flatten(load_config(args.config, overrides)) if args.config else \
         {k: v for k, v in overrides.items() if v is not None}
-    out = Path(overrides["trainer.out"] or (given.get("trainer.out") or load_config().trainer.out))
-    return resolve_resume(given, out)
+    out = overrides["trainer.out"] or given.get("trainer.out")
+    if out is None:
+        raise EmotionError("--resume needs --out RUN: the folder of the interrupted run")
+    return resolve_resume(given, Path(out))
 
 
 def warn_chance(result: dict, what: str = "test") -> None:

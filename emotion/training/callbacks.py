@@ -168,7 +168,12 @@ def plain_copy(model: keras.Model) -> keras.Model:
     """The trained network as a plain, uncompiled Keras model: no optimizer state and no loss or metric to
     deserialize, so it loads with `keras.saving.load_model` anywhere Keras is (the optimizer state lives in the
     checkpoint)."""
-    copy = keras.models.clone_model(model)
+    compiled = model.compiled
+    model.compiled = False  # clone_model compiles the copy as its source was (Keras 3.15): optimizer state and all
+    try:
+        copy = keras.models.clone_model(model)
+    finally:
+        model.compiled = compiled
     copy.set_weights(model.get_weights())
     return copy
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion import backends
-from emotion.config import Config, from_dict
+from emotion.config import Config, default_out, from_dict
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
 from emotion.metrics import figure, vs_majority
@@ -37,6 +37,8 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
     if jobs < 1:
         raise EmotionError(f"--jobs must be at least 1, got {jobs}")
 
+    if cfg.trainer.out is None:
+        cfg.trainer.out = default_out("cv")
     out = Path(cfg.trainer.out)
     done, todo = {}, []
     for fold in range(folds):

@@ -9,11 +9,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
 from emotion import backends
-from emotion.config import Config, TrainerConfig, flatten, from_dict, validate
+from emotion.config import Config, TrainerConfig, default_out, flatten, from_dict, validate
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
 from emotion.guard import Limits, check_model_file
@@ -66,6 +67,33 @@ def checkpoint_config(out: Path) -> dict:
                            + ("; the run there is finished (--overwrite trains it again)"
                               if (out / "metrics.json").exists() else ""))
     return read_checkpoint_meta(path).get("config") or {}
+
+
+def check_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """What a fit into ``out`` may do with what is there: refused in one line before any data is read (and told
+    again under the lock, where it is decided)."""
+    ckpt = out / CHECKPOINT_FILE
+    finished = (out / "metrics.json").exists() or (out / MODEL_FILE).exists()
+    if out.exists() and not out.is_dir():
+        raise EmotionError(f"--out {out} is a file; a run folder is a folder")
+    if resume and not ckpt.is_file():
+        raise EmotionError(f"nothing to resume in {out}: no checkpoint"
+                           + ("; the run there is finished (--overwrite trains it again)" if finished else ""))
+    if not resume and not overwrite:
+        if ckpt.is_file():
+            raise EmotionError(f"{out} holds an interrupted run: --resume continues it, --overwrite starts "
+                               "again, or pick another --out")
+        if finished:
+            raise EmotionError(f"{out} holds a finished run: --overwrite replaces it, or pick another --out")
+
+
+def check_resume_backend(out: Path, backend: str) -> None:
+    """A run continues under the backend it was trained under, or is refused: another backend draws other random
+    numbers and rounds otherwise, so the resumed run would not be the interrupted one."""
+    was = read_checkpoint_meta(out / CHECKPOINT_FILE).get("backend")
+    if was and was != backend:
+        raise EmotionError(f"cannot resume {out} under {backend}: it was trained under {was} (its checkpoint); "
+                           f"resume with --backend {was}")
 
 
 def resolve_resume(given: dict, out: Path) -> Config:
@@ -168,7 +196,7 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
     With ``trainer.num_processes`` above 1, this is one of the processes that train together (`Processes`):
     process 0 does all of the above; the others neither lock nor write the folder (with ``resume`` they read its
     checkpoint, so it must be on a file system they see), and return the same metrics."""
-    out = Path(out or cfg.trainer.out)
+    out = Path(out or cfg.trainer.out or default_out())
     find_user_module(cfg.model.module)  # a wrong --module fails before any data is read
     if cfg.model.init_from:  # so does a missing, foreign, damaged or oversized --init-from file
 
@@ -182,8 +210,7 @@ def fit_run(cfg: Config, dm: EmotionDataModule | None = None, out: str | Path | 
             with RunLock(out):
                 return _locked(cfg, dm, out, resume, overwrite, callbacks, group, limits)
         except BaseException:
-            if created and [p.name for p in out.iterdir()] == [".lock"]:  # nothing but our lock: leave no trace
-                (out / ".lock").unlink()
+            if created and out.is_dir() and not any(out.iterdir()):  # nothing written: leave no trace
                 out.rmdir()
             raise
     except Exception as e:  # before the processes met: the others are told, and stop too
@@ -207,16 +234,9 @@ def _follow(cfg: Config, dm, out: Path, resume: bool, callbacks, group: Processe
 def _locked(cfg: Config, dm, out: Path, resume: bool, overwrite: bool, callbacks, group: Processes,
             limits) -> dict:
     ckpt = out / CHECKPOINT_FILE
-    finished = (out / "metrics.json").exists() or (out / MODEL_FILE).exists()
-    if resume and not ckpt.is_file():
-        raise EmotionError(f"nothing to resume in {out}: no checkpoint"
-                           + ("; the run there is finished (--overwrite trains it again)" if finished else ""))
-    if not resume and not overwrite:
-        if ckpt.is_file():
-            raise EmotionError(f"{out} holds an interrupted run: --resume continues it, --overwrite starts "
-                               "again, or pick another --out")
-        if finished:
-            raise EmotionError(f"{out} holds a finished run: --overwrite replaces it, or pick another --out")
+    check_out(out, resume, overwrite)
+    if resume:
+        check_resume_backend(out, os.environ.get("KERAS_BACKEND") or backends.default())
     if overwrite and not resume and ckpt.is_file():
         ckpt.unlink()
     clean_temporaries(out)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,6 +21,7 @@ import numpy as np
 from emotion import __version__, backends
 from emotion.errors import EmotionError
 from emotion.faces.detect import make_detector
+from emotion.files import atomic_path, write_atomic  # noqa: F401 (the run folder's writers; callers import them here)
 
 if TYPE_CHECKING:  # annotations only: this module imports no framework
     import keras
@@ -35,7 +34,9 @@ MODEL_FILE = "imageclassifier.keras"
 
 class RunLock:
     """An exclusive `flock` on ``<folder>/.lock`` for as long as a fit writes the folder. The kernel drops it when
-    the process ends, however it ends, so a killed run never leaves a stale lock."""
+    the process ends, however it ends, so a killed run never leaves a stale lock; a run that ends removes the file
+    (a finished run folder holds no ``.lock``). Removing it is safe against a process waiting on it: whoever takes
+    the lock checks that the file it locked is still the one at the path, and starts again if not."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
@@ -44,14 +45,22 @@ class RunLock:
     def __enter__(self) -> RunLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise EmotionError(f"{self.folder} is in use by another fit (pid {holder}); wait for it, or pick "
+                                   "another --out") from None
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:  # removed by the run that held it, between our open and our lock
+                same = False
+            if same:
+                break
             os.close(fd)
-            raise EmotionError(f"{self.folder} is in use by another fit (pid {holder}); wait for it, or pick "
-                               "another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._fd = fd
@@ -59,37 +68,12 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:
-            os.close(self._fd)  # releases the lock; the file stays (removing it would race a waiting process)
+            try:
+                os.unlink(self.folder / LOCK_FILE)  # while still holding it; a waiter then sees another file
+            except FileNotFoundError:
+                pass
+            os.close(self._fd)  # releases the lock
             self._fd = None
-
-
-@contextmanager
-def atomic_path(target: str | Path, suffix: str = ""):
-    """Yield a temporary path beside ``target``; on success it is renamed onto ``target``, on error removed."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix or target.suffix}", dir=target.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the target gets what a plain open() gives
-    try:
-        yield Path(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomic(target: str | Path, data: str | bytes) -> None:
-    with atomic_path(target) as tmp:
-        Path(tmp).write_bytes(data.encode() if isinstance(data, str) else data)
 
 
 def write_json(target: str | Path, obj) -> None:
