@@ -143,19 +143,17 @@ def _between(lo: int, hi: int):
 
 
 def _learning_rate_ok(v) -> bool:
-    """a number above 0 and at most 10 (not NaN)"""
-    return 0 < v <= 10  # NaN fails both comparisons
+    """a number from 0 to 10 (not NaN; 0 trains nothing, which tests use)"""
+    return 0 <= v <= 10  # NaN fails both comparisons
 
 
-# the largest batch of network inputs (float32) a setting may ask for: image_size^2 * channels * batch_size * 4
-# bytes. 2 GiB is 1024-px RGB images 170 at a time, or the seed's 256 px 2730 at a time; past it training would
-# be killed for memory minutes later, after every image had been decoded.
+# the largest float32 input batch (image_size^2 * channels * batch_size * 4 bytes): 170 RGB images of 1024 px, 2730
+# of 256 px. Past it a fit would be killed for memory minutes later, after every image had been decoded.
 MAX_BATCH_BYTES = 2 << 30
 
 
 def default_out(kind: str = "fit", root: str | Path = "models") -> str:
-    """Where a run goes with no --out: a new folder named for its kind and start time, ``models/fit-20260101-120000``
-    (with ``-2``, ``-3``... where that exists), never ``models/`` itself."""
+    """A run's folder with no --out: ``models/fit-20260101-120000`` (``-2``... if taken), never ``models/`` itself."""
     base = Path(root) / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}"
     path, k = base, 2
     while path.exists():

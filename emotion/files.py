@@ -41,6 +41,10 @@ def atomic_path(target: str | Path, suffix: str = ""):
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, target)
+    except OSError as e:
+        if e.filename is None:  # (zipfile, h5py, numpy raise without one): the error names what was being written
+            e.filename = str(target)
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -15,14 +15,24 @@ from __future__ import annotations
 import csv
 import os
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 
 from emotion.errors import EmotionError
 from emotion.faces.base import quiet_stderr
+from emotion.files import atomic_path
 
-COLORS = [(60, 180, 75), (230, 25, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240)]  # BGR
+# BGR, one a class (by its index among the model's classes): green, blue, red, orange, purple, cyan, magenta, olive
+COLORS = [(75, 180, 60), (200, 130, 0), (48, 48, 230), (48, 130, 245), (180, 30, 145), (240, 240, 70),
+          (230, 50, 240), (0, 128, 128)]
+
+
+def class_color(class_names: list[str], label: str) -> tuple[int, int, int]:
+    """The colour of a class: its own (by its index) for up to eight classes, so happy and sad never share one."""
+    index = class_names.index(label) if label in class_names else 0
+    return COLORS[index % len(COLORS)]
 
 
 def iou(a, b) -> float:
@@ -95,21 +105,35 @@ def display_available() -> bool:
 
 
 def draw(frame_bgr, box, text: str, color) -> None:
+    """A box and its label, the text and lines scaled with the image (legible on a 4000-px photo as on a
+    640-px frame: 0.5 at 640 px on the shorter side)."""
     import cv2  # here: cv2 is optional or slow to import
 
     x, y, w, h = box
-    cv2.rectangle(frame_bgr, (x, y), (x + w, y + h), color, 2)
-    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.5, 1)
-    top = max(y - th - 6, 0)
-    cv2.rectangle(frame_bgr, (x, top), (x + tw + 4, top + th + 6), color, -1)
-    cv2.putText(frame_bgr, text, (x + 2, top + th + 2), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    scale = max(0.5, min(frame_bgr.shape[:2]) / 1280)
+    thick = max(1, round(2 * scale))
+    cv2.rectangle(frame_bgr, (x, y), (x + w, y + h), color, max(2, thick))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = max(3, round(3 * scale))
+    top = max(y - th - 2 * pad, 0)
+    cv2.rectangle(frame_bgr, (x, top), (x + tw + 2 * pad, top + th + 2 * pad), color, -1)
+    cv2.putText(frame_bgr, text, (x + pad, top + th + pad), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                thick, cv2.LINE_AA)
 
 
 def run(source: str, predictor, out: str | None = None, csv_path: str | None = None, show: bool = False,
         faces: str = "all", smooth: float = 0.6, detect_every: int = 1,
         max_frames: int | None = None, log=print) -> dict:
-    """Process a video; returns {"frames", "faces", "seconds", "fps"}."""
+    """Process a video; returns {"frames", "faces", "seconds", "fps"}. ``out`` and ``csv_path`` are written under
+    temporary names and renamed into place at the end, so an error or Ctrl-C leaves what was there; a source
+    from which no frame can be read is an error, and writes nothing."""
+    with ExitStack() as stack:
+        out_tmp = str(stack.enter_context(atomic_path(out))) if out else None
+        csv_tmp = str(stack.enter_context(atomic_path(csv_path))) if csv_path else None
+        return _run(source, predictor, out_tmp, csv_tmp, show, faces, smooth, detect_every, max_frames, log)
+
+
+def _run(source, predictor, out, csv_path, show, faces, smooth, detect_every, max_frames, log) -> dict:
     import cv2  # here: cv2 is optional or slow to import
 
     cap = open_source(source)
@@ -159,7 +183,7 @@ def run(source: str, predictor, out: str | None = None, csv_path: str | None = N
                 smoothed = tracks.update(frames, boxes, probs)
                 for box, (tid, p) in zip(boxes, smoothed, strict=True):
                     label = names[int(p.argmax())]
-                    draw(frame, box, f"{label} {p.max():.2f}", COLORS[tid % len(COLORS)])
+                    draw(frame, box, f"{label} {p.max():.2f}", class_color(names, label))
                     if table:
                         table.writerow([frames, f"{t:.3f}", tid, *box, label, f"{p.max():.4f}",
                                         *[f"{v:.4f}" for v in p]])
@@ -187,4 +211,6 @@ def run(source: str, predictor, out: str | None = None, csv_path: str | None = N
         if show:
             cv2.destroyAllWindows()
     seconds = time.perf_counter() - t0
+    if frames == 0 and max_frames != 0:
+        raise EmotionError(f"no frame could be read from {source}: not a video OpenCV can decode (nothing written)")
     return {"frames": frames, "faces": n_faces, "seconds": seconds, "fps": frames / seconds if seconds else 0.0}

@@ -35,7 +35,9 @@ import importlib
 import importlib.util
 import json
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -352,30 +354,61 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path, quantize: st
     model(x[:1])  # a freshly loaded model must have been called once before Keras exports it
 
     out.parent.mkdir(parents=True, exist_ok=True)
+    # written into a private folder beside --out, checked there, and only then renamed into place: a full disk
+    # or a failed export leaves an existing file as it was (a failed check puts the export beside it, .failed)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        art = work / out.name
+        delta, got, seconds = _export_and_run(model, fmt, art, model_path, backend, options, x, expected, out)
+        report = {
+            "format": fmt, "backend": backend, "model": str(model_path), "out": str(out), "quantize": quantize,
+            "bytes": artifact_bytes(art, fmt), "keras_bytes": model_path.stat().st_size,
+            "runtime": FORMATS[fmt].runtime, "checked_on": checks.source, "images": int(len(x)),
+            "max_abs_dp": delta, "seconds": round(seconds, 2),
+        }
+        _score(report, checks, expected, got, quantize, tolerance, accuracy_points)
+        if not report["ok"]:
+            report["out"] = str(out.with_name(f"{out.stem}.failed{out.suffix}"))  # kept beside, for inspection
+        place(art, Path(report["out"]), fmt, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return report
+
+
+def place(art: Path, target: Path, fmt: str, work: Path) -> None:
+    """Rename the checked artifact (and OpenVINO's .bin) onto ``target``; an old folder is moved into ``work``
+    first (removed with it)."""
+    if art.is_dir() and target.exists():
+        os.replace(target, work / ".old")
+    if fmt == "openvino" and art.with_suffix(".bin").is_file():
+        os.replace(art.with_suffix(".bin"), target.with_suffix(".bin"))
+    os.replace(art, target)
+
+
+def _export_and_run(model, fmt, art: Path, model_path, backend, options, x, expected, out):
     t0 = time.perf_counter()
     try:
         with _quiet():
-            model.export(str(out), format=fmt, verbose=False, **options)
+            model.export(str(art), format=fmt, verbose=False, **options)
+    except OSError:
+        raise  # a full disk, a read-only folder: told as such (`emotion.files.user_os_error`)
     except Exception as e:
         raise EmotionError(f"{fmt} export under {backend} failed: {_first_line(e)}") from None
     if fmt == "onnx":
-        single_file_onnx(out)
-        add_onnx_meta(out, model_path)
+        single_file_onnx(art)
+        add_onnx_meta(art, model_path)
     seconds = time.perf_counter() - t0
-
     try:
         with _quiet():
-            got = np.asarray(RUNTIMES[fmt](out)(x), dtype=np.float64).reshape(expected.shape)
+            got = np.asarray(RUNTIMES[fmt](art)(x), dtype=np.float64).reshape(expected.shape)
     except Exception as e:
         raise EmotionError(f"the exported {out} does not run under {FORMATS[fmt].runtime}: {_first_line(e)} "
-                           f"(the file is kept)") from None
-    delta = float(np.max(np.abs(got - expected)))
-    report = {
-        "format": fmt, "backend": backend, "model": str(model_path), "out": str(out), "quantize": quantize,
-        "bytes": artifact_bytes(out, fmt), "keras_bytes": model_path.stat().st_size,
-        "runtime": FORMATS[fmt].runtime, "checked_on": checks.source, "images": int(len(x)),
-        "max_abs_dp": delta, "seconds": round(seconds, 2),
-    }
+                           f"(nothing was written to {out})") from None
+    return float(np.max(np.abs(got - expected))), got, seconds
+
+
+def _score(report, checks, expected, got, quantize, tolerance, accuracy_points) -> None:
+    delta = report["max_abs_dp"]
     if checks.labels is not None:
         labels = np.asarray(checks.labels)
         acc_keras = float(np.mean(predicted_labels(expected) == labels))
@@ -389,7 +422,6 @@ def export_model(model_path: str | Path, fmt: str, out: str | Path, quantize: st
     else:
         report["tolerance"] = {"max_abs_dp": tolerance}
         report["ok"] = delta <= tolerance
-    return report
 
 
 class _quiet:
@@ -438,6 +470,8 @@ def add_arguments(p) -> None:
     p.add_argument("--accuracy-tol", type=float, default=ACCURACY_POINTS,
                    help=f"quantized: max test-accuracy change in points (default {ACCURACY_POINTS:g})")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out (never before the new "
+                   "export is written and checked)")
     p.add_argument("--matrix", action="store_true",
                    help="export to every format from every backend, each in its own process: OUT/export.md")
     p.add_argument("--backends", help="with --matrix: comma-separated backends (default: all)")
@@ -453,8 +487,8 @@ def command(args) -> int:
                           args.accuracy_tol, args.max_model_mb)
     print(json.dumps(report, indent=2) if args.json else summary(report))
     if not report["ok"]:
-        print(f"emotion: error: the {args.format} export failed its check; {args.out} is kept for inspection",
-              file=sys.stderr)
+        print(f"emotion: error: the {args.format} export failed its check; it is kept for inspection as "
+              f"{report['out']} ({args.out} is not replaced)", file=sys.stderr)
         return 1
     return 0
 
