@@ -115,8 +115,10 @@ def test_bad_requests_are_refused_before_anything_is_written(model_file, tmp_pat
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine")
-    assert "nothing was overwritten" in one_line_error(
+    assert "exists; pass --overwrite" in one_line_error(
         capsys, base + ["--format", "tf_saved_model", "--out", str(busy)])
+    assert "nothing was overwritten" in one_line_error(
+        capsys, base + ["--format", "tf_saved_model", "--out", str(busy), "--overwrite"])
     assert (busy / "notes.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]
 
@@ -144,7 +146,15 @@ def test_failed_check_exits_nonzero_and_keeps_the_file(model_file, tmp_path, mon
     captured = capsys.readouterr()
     assert rc == 1, captured
     assert "FAIL" in captured.out and "kept for inspection" in captured.err
-    assert out.exists()
+    failed = out.with_name(f"{out.stem}.failed{out.suffix}")
+    assert failed.exists() and not out.exists(), "a failed export does not take --out's place"
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name], "no temporary left"
+
+    # over an existing file: refused without --overwrite; with it, a failed export leaves the old file as it was
+    out.write_bytes(b"the old export")
+    assert main(["export", "--model", str(model_file), "--format", fmt, "--out", str(out)]) == 2
+    assert main(["export", "--model", str(model_file), "--format", fmt, "--out", str(out), "--overwrite"]) == 1
+    assert out.read_bytes() == b"the old export"
 
 
 # ------------------------------------------------------------------------------------------ emotion export --matrix
