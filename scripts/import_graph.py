@@ -93,6 +93,12 @@ def graph():
     return edges, local
 
 
+def with_parents(name: str) -> list[str]:
+    """``a.b.c`` -> ``[a.b.c, a.b, a]``: importing a module runs its packages' ``__init__`` first."""
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(len(parts), 0, -1)]
+
+
 def heavy_modules(edges) -> set[str]:
     """Modules that import a framework or an optional dependency at their top, directly or through others."""
     top = {}
@@ -105,7 +111,7 @@ def heavy_modules(edges) -> set[str]:
         changed = False
         for n, ts in top.items():
             inside = [t for t in ts if t.startswith("emotion")]
-            if n not in heavy and any(t in heavy or t.rpartition(".")[0] in heavy for t in inside):
+            if n not in heavy and any(p in heavy for t in inside for p in with_parents(t)):
                 heavy.add(n)
                 changed = True
     return heavy
@@ -139,7 +145,8 @@ def main() -> int:
         print("cycle: " + " -> ".join(cycle))
         bad += 1
     for _, path, line, target, root in local:
-        if root in HEAVY or target in heavy or root not in ("emotion",) and root not in sys.stdlib_module_names:
+        if root in HEAVY or any(p in heavy for p in with_parents(target)) or \
+                root not in ("emotion",) and root not in sys.stdlib_module_names:
             continue
         source = path.read_text().splitlines()[line - 1]
         if "# lazy:" in source:  # a reason given (the package's __init__ keeps `import emotion` fast)
