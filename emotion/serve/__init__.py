@@ -3,8 +3,15 @@
     POST /predict   an image, as the raw body (Content-Type image/* or application/octet-stream) or as a
                     multipart form file (field "image"; else the first file); answers the rows
                     `emotion predict --json` prints for it, without "file": one per face, or one whole-image row
-    GET  /health    200 once every inference worker has loaded the model, else 503 (readiness and liveness)
+    GET  /health    200 once every inference worker has loaded the model, else 503 (readiness and liveness;
+                    503 at once when a worker dies)
+    GET  /          the page (`page`): a photo or the live camera, boxes and labels drawn, a table of faces
+    GET  /metrics   Prometheus's text format (`metrics`), over every process of the server
     GET  /docs      OpenAPI (Swagger) page; /openapi.json the schema
+
+The rooms: `requests` (what a request may be), `api` (the worker), `server` (the process and its routes),
+`gate` (keys, CORS, counting: one ASGI middleware), `keys`, `metrics`, `page` (and static/), `deadlines` (header
+and body read deadlines), `lifecycle` (processes watching one another; the exit codes).
 
 How a request travels: the HTTP process (uvicorn, one per worker) checks it cheaply -- content type, size
 (Content-Length first, then a bounded read), the image header (format, pixel count) -- and turns a bad one away

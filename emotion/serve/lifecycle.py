@@ -133,32 +133,25 @@ class Watch:
         threading.Thread(target=self._run, name="emotion-watch", daemon=True).start()
 
     def _run(self) -> None:
-        known: dict[int, object] = {}
-        up = False
         while not self.stopping:
-            for p in mp.active_children():  # (also reaps the dead: their exitcode is then set)
-                known.setdefault(p.pid, p)
-            for p in getattr(self.server, "inference_workers", None) or []:
-                known.setdefault(p.pid, p)
-            if not up and any(p.name.startswith("LitServer-") for p in known.values()):
-                up = True  # from now on a death is a failure (one before, e.g. a failed setup, is LitServe's)
-                known = {pid: p for pid, p in known.items() if p.exitcode is None}
-            alive = [p for p in known.values() if p.exitcode is None]
-            if alive:
-                multiprocessing.connection.wait([p.sentinel for p in alive], timeout=0.5)
-            else:
-                time.sleep(0.2)
-            if not up or self.stopping:
+            http = list(getattr(self.server, "http_processes", None) or [])
+            if not http:  # not up yet: a death before (a failed setup, say) is LitServe's to report
+                time.sleep(0.05)
                 continue
-            dead = [p for p in known.values() if p.exitcode is not None or not p.is_alive()]
+            workers = list(getattr(self.server, "inference_workers", None) or [])
+            manager = getattr(self.server, "manager_process", None)
+            procs = [*workers, *http, *([manager] if manager is not None else [])]
+            dead = [p for p in procs if p.exitcode is not None]
+            if self.stopping:
+                return
             if dead:
-                return self._died(dead[0])
+                return self._died(dead[0], workers, http)
+            multiprocessing.connection.wait([p.sentinel for p in procs], timeout=0.5)
 
-    def _died(self, proc) -> None:
-        workers = {p.pid for p in getattr(self.server, "inference_workers", None) or []}
-        if proc.pid in workers:
+    def _died(self, proc, workers, http) -> None:
+        if proc in workers:
             what, self.code = "the inference worker", WORKER_DIED
-        elif proc.name.startswith("LitServer-"):
+        elif proc in http:
             what, self.code = "the HTTP process", PROCESS_DIED
         else:
             what, self.code = "LitServe's queue manager", PROCESS_DIED
@@ -173,7 +166,7 @@ class Watch:
     def _stop_all(self) -> None:
         """The HTTP processes first (held requests have had their 503 from the HTTP side), then the workers,
         then LitServe's shutdown (its run() returns)."""
-        http = [p for p in mp.active_children() if p.name.startswith("LitServer-")]
+        http = [p for p in getattr(self.server, "http_processes", []) if p.is_alive()]
         if self.code == WORKER_DIED:
             time.sleep(DEATH_GRACE)
         for p in http:

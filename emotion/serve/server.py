@@ -19,6 +19,7 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 
 import litserve as ls
 from fastapi import Request
@@ -66,6 +67,7 @@ class LitServer(ls.LitServer):
         def manager():
             m = SyncManager(ctx=mp.get_context())
             m.start(initializer=die_with_parent, initargs=(main_pid,))
+            self.manager_process = m._process  # watched by `lifecycle.Watch`
             return m
 
         mp.Manager = manager  # what LitServe's _init_manager calls (0.2.19), for the length of this call
@@ -73,6 +75,12 @@ class LitServer(ls.LitServer):
             return super()._init_manager(num_api_servers)
         finally:
             mp.Manager = original
+
+    def _start_server(self, *args, **kwargs):
+        """LitServe's, keeping the HTTP processes it starts for `lifecycle.Watch` (LitServe keeps them local)."""
+        started = super()._start_server(*args, **kwargs)
+        self.http_processes = [w for w in started.values() if isinstance(w, BaseProcess)]
+        return started
 
 
 @dataclass

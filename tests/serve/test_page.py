@@ -123,6 +123,7 @@ def test_photo_then_camera(site, browser):
     page.wait_for_function("document.querySelectorAll('#results tr').length > 0", timeout=60_000)
     got = rows(page)
     assert len(got) == 1 and got[0][1] in CLASSES, got
+    page.wait_for_function("document.querySelector('#model').textContent.includes('eight.keras')", timeout=10_000)
     head = page.eval_on_selector_all("#head th", "ths => ths.map(th => th.textContent)")
     assert head == ["face", "label", *CLASSES], head
     assert abs(sum(float(v) for v in got[0][2:]) - 1) < 0.01, "every class's probability, summing to 1"

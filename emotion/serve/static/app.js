@@ -33,6 +33,7 @@ function askKey(why) {
       sessionStorage.setItem("emotion-api-key", key);
       form.hidden = true;
       say("");
+      describe();
       resolve();
     };
   });
