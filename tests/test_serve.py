@@ -421,3 +421,36 @@ def test_runtime_onnx_serves_the_same_rows(tmp_path):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0
+
+
+@pytest.mark.cross_backend
+def test_bench_compares_metrics_and_keys():
+    """serve-bench's side-by-side servers: the metrics' cost at 32 clients, the key check in its report, and
+    --servers checked (no server started)."""
+    from types import SimpleNamespace
+
+    from emotion.errors import EmotionError
+    from emotion.tools import serve_bench
+
+    rows = [{"server": s, "workload": "face crops", "clients": 32, "requests": 10, "errors": 0, "seconds": 1,
+             "rps": rps, "p50_ms": 5.0, "p95_ms": 9.0, "p99_ms": 50.0, "mean_batch": 8.0, "max_batch": 9,
+             "rss_mb": 1.0, "worker_ms_per_request": {"decode": 1.0, "faces": 1.0, "model": 1.0}}
+            for s, rps in (("batched", 97.5), ("no-metrics", 100.0), ("keys", 95.0))]
+    t = serve_bench.targets(rows)
+    assert t["metrics_cost_at_32"] == pytest.approx(0.025) and t["metrics_met"] and "speedup_met" not in t
+    rows[0]["rps"] = 90.0
+    assert not serve_bench.targets(rows)["metrics_met"]
+    servers = {n: {"max_batch_size": 32, "startup_s": 1, "idle_rss_mb": 1, "exit_code": 0} for n in
+               ("batched", "no-metrics", "keys")}
+    servers["keys"]["key_check"] = {"requests": 1000, "answered_200_without_key": 0, "answered_200_wrong_key": 0,
+                                    "statuses": {"401": 1000}}
+    md = serve_bench.markdown({"command": "c", "date": "d", "machine": {"cpus": 2, "platform": "p", "python": "3",
+                               "load_avg_at_end": None}, "model": "m", "backend": "b", "runtime": "onnx",
+                               "seconds": 1, "batch_timeout": 0.005, "client": "raw", "workers": 1,
+                               "mean_body_bytes": {"face crops": 2000}, "photos_from": "synthetic", "rows": rows,
+                               "targets": serve_bench.targets(rows), "servers": servers})
+    assert "10.0% requests/s below the same server with --no-metrics" in md and "NOT met" in md
+    assert "of 1000 requests without a key or with a wrong one, 0 answered 200" in md
+    for bad in ("unbatched", "batched,fast", "batched,batched"):
+        with pytest.raises(EmotionError, match="--servers"):
+            serve_bench.run(SimpleNamespace(concurrency="1", seconds=1, max_batch_size=32, servers=bad, out="x"))

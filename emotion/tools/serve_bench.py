@@ -14,6 +14,11 @@ loaded as it is. The load comes from a lean asyncio HTTP/1.1 client (``--client 
 the client more CPU per request than the server spends, so no batch can form on a small machine (measured in
 docs/serving.md).
 
+``--servers`` picks the servers compared, side by side in one run: ``batched`` (as asked), ``unbatched``
+(``--max-batch-size 1``), ``no-metrics`` (batched, ``--no-metrics``: what /metrics costs) and ``keys`` (batched,
+behind an API key that its clients send; before its load, 1,000 requests without a key and with a wrong one,
+of which none may be answered 200).
+
 Writes serve-bench.md, serve-bench.json and serve-bench.png into ``--out``.
 """
 
@@ -41,6 +46,8 @@ from emotion.errors import EmotionError
 from emotion.predictor import image_files
 
 LEVELS = (1, 8, 32, 64)
+SERVERS = ("batched", "unbatched", "no-metrics", "keys")
+BENCH_KEY = "serve-bench-key-0123456789"
 
 
 def add_arguments(p) -> None:
@@ -60,6 +67,9 @@ def add_arguments(p) -> None:
     p.add_argument("--client", choices=["raw", "httpx"], default="raw",
                    help="the load generator: raw (asyncio streams, default) or httpx.AsyncClient; httpx spends "
                         "~10 ms of CPU per request here, throttling the load it means to make (docs/serving.md)")
+    p.add_argument("--servers", default="batched,unbatched",
+                   help=f"servers compared in this run, comma-separated, of {', '.join(SERVERS)} "
+                        "(default batched,unbatched)")
     p.add_argument("--out", default="runs/serve-bench")
 
 
@@ -133,16 +143,17 @@ def tree_rss_mb(pid: int) -> float:
 
 
 class ServerProcess:
-    def __init__(self, args, max_batch_size: int, workdir: Path):
+    def __init__(self, args, max_batch_size: int, workdir: Path, name: str | None = None, extra: tuple = ()):
         import httpx  # here: httpx is optional or slow to import
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.batch_log = workdir / f"batches-{max_batch_size}.txt"
-        self.log = workdir / f"server-{max_batch_size}.log"
+        name = name or str(max_batch_size)
+        self.batch_log = workdir / f"batches-{name}.txt"
+        self.log = workdir / f"server-{name}.log"
         cmd = [sys.executable, "-m", "emotion", "serve", "--port", str(self.port), "--max-batch-size",
                str(max_batch_size), "--batch-timeout", str(args.batch_timeout), "--workers", str(args.workers),
-               "--runtime", args.runtime, "--log-level", "warning"]
+               "--runtime", args.runtime, "--log-level", "warning", *extra]
         cmd += ["--model", args.model] if args.model else []
         cmd += ["--backend", args.serve_backend] if args.serve_backend else []
         env = dict(os.environ, EMOTION_SERVE_BATCH_LOG=str(self.batch_log))
@@ -184,15 +195,16 @@ class RawClient:
     """A lean HTTP/1.1 keep-alive client on asyncio streams, one connection per simulated client: the load
     generator (see --client)."""
 
-    def __init__(self, port: int):
+    def __init__(self, port: int, key: str | None = None):
         self.port, self.reader, self.writer = port, None, None
+        self.auth = f"Authorization: Bearer {key}\r\n".encode() if key else b""
 
     async def post(self, path: str, body: bytes) -> int:
         try:
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-            self.writer.write(b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/jpeg\r\n"
-                              b"Content-Length: %d\r\n\r\n" % (path.encode(), len(body)) + body)
+            self.writer.write(b"POST %s HTTP/1.1\r\nHost: localhost\r\nContent-Type: image/jpeg\r\n%s"
+                              b"Content-Length: %d\r\n\r\n" % (path.encode(), self.auth, len(body)) + body)
             head = await self.reader.readuntil(b"\r\n\r\n")
             length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
                            if line.lower().startswith(b"content-length:")), None)
@@ -211,7 +223,7 @@ class RawClient:
 
 
 async def drive(server: ServerProcess, bodies: list[bytes], path: str, clients: int, seconds: float,
-                kind: str = "raw") -> dict:
+                kind: str = "raw", key: str | None = None) -> dict:
     """``clients`` closed-loop clients posting ``bodies`` in turn to ``path`` for ``seconds``."""
     import httpx  # here: httpx is optional or slow to import
 
@@ -225,7 +237,7 @@ async def drive(server: ServerProcess, bodies: list[bytes], path: str, clients: 
 
         async def one(k: int) -> None:
             nonlocal errors
-            raw = RawClient(server.port) if kind == "raw" else None
+            raw = RawClient(server.port, key) if kind == "raw" else None
             i = k
             while time.perf_counter() < deadline:
                 body = bodies[i % len(bodies)]
@@ -235,8 +247,9 @@ async def drive(server: ServerProcess, bodies: list[bytes], path: str, clients: 
                     status = await raw.post(path, body)
                 else:
                     try:
-                        status = (await shared.post(server.url + path, content=body,
-                                                    headers={"content-type": "image/jpeg"})).status_code
+                        headers = {"content-type": "image/jpeg", **({"authorization": f"Bearer {key}"} if key
+                                                                       else {})}
+                        status = (await shared.post(server.url + path, content=body, headers=headers)).status_code
                     except httpx.HTTPError:
                         status = -1
                 if status == 200:
@@ -270,6 +283,22 @@ async def drive(server: ServerProcess, bodies: list[bytes], path: str, clients: 
             "client_cpu_ms_per_request": round(1000 * client_cpu / max(1, len(latencies)), 2)}
 
 
+async def key_check(server: ServerProcess, body: bytes, n: int = 1000) -> dict:
+    """``n`` requests to the keys server, half without a key and half with a wrong one: how many got 200 (none
+    may) and what they got instead."""
+    statuses: dict[str, int] = {}
+    ok = {"without": 0, "wrong": 0}
+    for what, key in (("without", None), ("wrong", BENCH_KEY[:-1] + "x")):
+        client = RawClient(server.port, key)
+        for _ in range(n // 2):
+            status = await client.post("/predict?faces=none", body)
+            statuses[str(status)] = statuses.get(str(status), 0) + 1
+            ok[what] += status == 200
+        client.close()
+    return {"requests": n, "answered_200_without_key": ok["without"], "answered_200_wrong_key": ok["wrong"],
+            "statuses": statuses}
+
+
 def run(args, log=print) -> dict:
     try:
         levels = [int(c) for c in str(args.concurrency).split(",") if c.strip()]
@@ -278,6 +307,10 @@ def run(args, log=print) -> dict:
                            f"got {args.concurrency!r}") from None
     if not levels or min(levels) < 1 or args.seconds <= 0 or args.max_batch_size < 2:
         raise EmotionError("--concurrency needs positive counts, --seconds > 0, --max-batch-size >= 2")
+    names = [n.strip() for n in str(args.servers).split(",") if n.strip()]
+    if "batched" not in names or set(names) - set(SERVERS) or len(set(names)) != len(names):
+        raise EmotionError(f"--servers takes batched and any of {', '.join(SERVERS[1:])}, comma-separated; "
+                           f"got {args.servers!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     workloads = {"face crops": (face_crops(args.images), "/predict?faces=none"),
@@ -285,16 +318,23 @@ def run(args, log=print) -> dict:
     sizes = {w: int(np.mean([len(b) for b in bodies])) for w, (bodies, _) in workloads.items()}
     rows, servers = [], {}
     with tempfile.TemporaryDirectory(prefix="serve-bench-") as tmp:
-        for name, mbs in (("batched", args.max_batch_size), ("unbatched", 1)):
-            log(f"starting the {name} server (--max-batch-size {mbs})")
-            server = ServerProcess(args, mbs, Path(tmp))
+        (Path(tmp) / "keys.txt").write_text(BENCH_KEY + "\n")
+        for name in names:
+            mbs = 1 if name == "unbatched" else args.max_batch_size
+            extra = {"no-metrics": ("--no-metrics",), "keys": ("--api-key-file", str(Path(tmp) / "keys.txt"))}
+            key = BENCH_KEY if name == "keys" else None
+            log(f"starting the {name} server (--max-batch-size {mbs} {' '.join(extra.get(name, ()))})")
+            server = ServerProcess(args, mbs, Path(tmp), name, extra.get(name, ()))
             servers[name] = {"max_batch_size": mbs, "startup_s": round(server.startup_s, 1),
                              "idle_rss_mb": round(tree_rss_mb(server.proc.pid), 1)}
             try:
+                if key:
+                    servers[name]["key_check"] = asyncio.run(key_check(server, workloads["face crops"][0][0]))
+                    log(f"keys: {servers[name]['key_check']}")
                 for workload, (bodies, path) in workloads.items():
-                    asyncio.run(drive(server, bodies, path, 8, args.warmup, args.client))  # first calls, caches
+                    asyncio.run(drive(server, bodies, path, 8, args.warmup, args.client, key))  # first calls
                     for c in levels:
-                        r = asyncio.run(drive(server, bodies, path, c, args.seconds, args.client))
+                        r = asyncio.run(drive(server, bodies, path, c, args.seconds, args.client, key))
                         rows.append({"server": name, "workload": workload, **r})
                         log(f"{name:9s} {workload:10s} {c:3d} clients: {r['rps']:7.1f} req/s  p50 "
                             f"{r['p50_ms']:6.1f}  p99 {r['p99_ms']:6.1f} ms  errors {r['errors']}  "
@@ -326,11 +366,16 @@ def _row(rows, server, workload, clients):
 def targets(rows) -> dict:
     """The issue's targets, at 32 clients on face crops: batched >= 3x the unbatched requests/s; p99 <= 100 ms."""
     b, u = _row(rows, "batched", "face crops", 32), _row(rows, "unbatched", "face crops", 32)
-    if not (b and u):
-        return {}
-    speedup = b["rps"] / u["rps"] if u["rps"] else None
-    return {"crops_speedup_at_32": speedup, "speedup_met": bool(speedup and speedup >= 3),
-            "crops_p99_ms_at_32": b["p99_ms"], "p99_met": b["p99_ms"] <= 100}
+    out: dict = {}
+    if b and u:
+        speedup = b["rps"] / u["rps"] if u["rps"] else None
+        out = {"crops_speedup_at_32": speedup, "speedup_met": bool(speedup and speedup >= 3),
+               "crops_p99_ms_at_32": b["p99_ms"], "p99_met": b["p99_ms"] <= 100}
+    off = _row(rows, "no-metrics", "face crops", 32)
+    if b and off and off["rps"]:
+        out["metrics_cost_at_32"] = 1 - b["rps"] / off["rps"]  # the share of req/s that /metrics costs
+        out["metrics_met"] = out["metrics_cost_at_32"] <= 0.03
+    return out
 
 
 def markdown(result) -> str:
@@ -360,11 +405,21 @@ def markdown(result) -> str:
                   "model call (one per batch, its time shared by the batch's requests). The rest of a request's "
                   "latency is HTTP, LitServe's queues and waiting for the worker."]
     t = result["targets"]
-    if t:
+    if "crops_speedup_at_32" in t:
         lines += ["", f"Targets (face crops, 32 clients): batched/unbatched requests/s = "
                       f"{t['crops_speedup_at_32']:.2f}x (target >= 3x: {'met' if t['speedup_met'] else 'NOT met'}); "
                       f"batched p99 {t['crops_p99_ms_at_32']:.0f} ms (target <= 100 ms: "
                       f"{'met' if t['p99_met'] else 'NOT met'})."]
+    if t.get("metrics_cost_at_32") is not None:
+        cost = t["metrics_cost_at_32"]
+        lines += ["", f"Metrics (face crops, 32 clients): batched with /metrics {abs(cost):.1%} requests/s "
+                      f"{'below' if cost > 0 else 'above'} the same server with --no-metrics (target within 3%: "
+                      f"{'met' if t['metrics_met'] else 'NOT met'})."]
+    check = result["servers"].get("keys", {}).get("key_check")
+    if check:
+        lines += ["", f"Keys: of {check['requests']} requests without a key or with a wrong one, "
+                      f"{check['answered_200_without_key'] + check['answered_200_wrong_key']} answered 200 "
+                      f"(statuses {check['statuses']})."]
     s = result["servers"]
     lines += ["", "Servers: " + "; ".join(f"{k}: ready in {v['startup_s']} s, idle RSS {v['idle_rss_mb']:.0f} MB, "
                                           f"exit code {v.get('exit_code')} after SIGTERM" for k, v in s.items()), ""]
@@ -379,7 +434,7 @@ def plot(rows, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for workload, marker in (("face crops", "o"), ("photos", "s")):
-        for server, style in (("batched", "-"), ("unbatched", "--")):
+        for server, style in (("batched", "-"), ("unbatched", "--"), ("no-metrics", ":"), ("keys", "-.")):
             part = [r for r in rows if r["workload"] == workload and r["server"] == server]
             if not part:
                 continue
