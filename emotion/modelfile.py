@@ -28,7 +28,7 @@ META_MEMBER = "emotion.json"
 ONNX_META_KEY = "emotion"  # the same JSON, in an ONNX file's metadata_props (written by `emotion export`)
 SHIPPED_DIR = Path(__file__).parent / "shipped"
 # name -> file inside the package: the default (FER2013 faces, then the seed's web photos) and the FER2013-only model
-SHIPPED = {name: SHIPPED_DIR / f"{name}.keras" for name in ("happy-sad", "fer2013-happy-sad")}
+SHIPPED = {name: SHIPPED_DIR / f"{name}.keras" for name in ("happy-sad", "fer2013-happy-sad", "emotions")}
 DEFAULT_MODEL = "happy-sad"
 
 

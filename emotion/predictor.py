@@ -75,9 +75,10 @@ class Predictor:
     def load(cls, path: str | Path | None = None, class_names: list[str] | None = None,
              faces: str | None = None, detector: str | None = None, runtime: str | None = None,
              limits: Limits | None = None, min_face_score: float | None = None) -> Predictor:
-        """``faces=None``: 'largest' for a model trained on faces, else 'none'. ``detector``: blazeface (default)
-        or haar; ``min_face_score``: the blazeface score a face needs (default 0.5). ``runtime``: 'keras' (default
-        for a .keras) or 'onnx' (the model's ONNX export under onnxruntime; no TensorFlow, JAX or PyTorch).
+        """``faces=None``: 'all' (a row for every face) for a model trained on faces, else 'none'. ``detector``:
+        blazeface (default) or haar; ``min_face_score``: the blazeface score a face needs (default 0.5).
+        ``runtime``: 'keras' (default for a .keras) or 'onnx' (the model's ONNX export under onnxruntime; no
+        TensorFlow, JAX or PyTorch).
         ``limits``: what `emotion.guard` allows the file (default: its defaults)."""
         model, meta = open_model(path, runtime, limits)
         outputs = int(model.output_shape[-1])
@@ -90,7 +91,7 @@ class Predictor:
         trained_on_faces = meta.get("faces") == "crop"
         if faces is not None and faces not in FACE_MODES:
             raise EmotionError(f"faces must be one of {', '.join(FACE_MODES)}, got {faces!r}")
-        return cls(model, [str(n) for n in names], faces or ("largest" if trained_on_faces else "none"),
+        return cls(model, [str(n) for n in names], faces or ("all" if trained_on_faces else "none"),
                    meta.get("margin"), detector or meta.get("detector"), trained_on_faces, min_face_score)
 
     def preprocess(self, path: str | Path) -> np.ndarray:

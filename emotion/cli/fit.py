@@ -42,8 +42,8 @@ def check(args) -> None:
                              or backends.default())
         return
     cfg = config(args, from_checkpoint=False)
-    if args.print_config:
-        return
+    if args.print_config or cfg.trainer.num_processes > 1:  # processes that train together meet first, so that
+        return                                                 # one that cannot start tells the others
     class_folders(Path(cfg.data.data), cfg.data.classes)
     if cfg.data.mix_in:
         class_folders(Path(cfg.data.mix_in))

@@ -150,7 +150,8 @@ def build_server(api: EmotionAPI, workers: int = 1, max_bytes: int = 10_000_000,
         summary="Label the faces in an image",
         description="The image as the raw body (Content-Type image/jpeg, image/png, ... or "
                     "application/octet-stream) or as a multipart form file field 'image'. One row per face "
-                    "(the largest only, for a face model, unless the server runs with --faces all), or one "
+                    "(every face, for a face model, unless the server runs with --faces largest or the request asks "
+                    "?faces=largest), or one "
                     "whole-image row where no face is found or the model is not a face model.",
         responses={400: {"model": Error, "description": "empty, not an image, truncated or damaged"},
                    413: {"model": Error, "description": f"body over --max-bytes, or over {MAX_PIXELS:,} pixels"},

@@ -147,7 +147,7 @@ def test_fit_with_faces_crop_records_what_it_did(face_run):
     meta = read_meta(face_run / "imageclassifier.keras")
     assert meta["faces"] == "crop" and meta["class_names"] == ["happy", "sad"] and meta["image_size"] == 32
     clf = Predictor.load(face_run / "imageclassifier.keras")
-    assert clf.faces == "largest" and clf.face_model, "a face model crops faces by default"
+    assert clf.faces == "all" and clf.face_model, "a face model crops every face by default"
 
 
 def test_fit_with_faces_crop_can_skip_faceless_images(faces_dir, tmp_path, capsys):
@@ -176,7 +176,8 @@ def test_predict_streams_a_folder_with_faces(face_run, faces_dir, tmp_path, caps
             x, y, w, h = r["box"]
             assert w > 0 and h > 0 and x + w > 0 and y + h > 0
     assert all(r["whole_image"] for r in rows if r["file"].endswith("flat.png"))
-    assert len(list((tmp_path / "a").iterdir())) == 26, "one annotated copy per image"
+    copies = [p for p in (tmp_path / "a").rglob("*") if p.is_file()]
+    assert len(copies) == 26, "one annotated copy per image, at its path under the folder given"
 
     assert main(["predict", "--model", model, str(faces_dir / "happy"), "--csv", "--faces", "none"]) == 0
     table = list(csv.DictReader(capsys.readouterr().out.splitlines()))
@@ -282,7 +283,7 @@ def test_video_writes_a_row_for_every_frame_and_an_annotated_clip(face_run, tmp_
     assert main(["video", str(clip), "--model", str(face_run / "imageclassifier.keras"), "--out", str(out)]) == 2
     assert main(["video", str(tmp_path / "none.mp4")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == [f"emotion: error: {out} exists; pass --overwrite to replace it",
+    assert err == [f"emotion: error: --out {out} exists; pass --overwrite to replace it",
                    f"emotion: error: video not found: {tmp_path / 'none.mp4'}"]
 
 
