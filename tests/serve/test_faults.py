@@ -100,8 +100,10 @@ def test_children_die_with_the_main_process(start):
         time.sleep(0.1)
     left = {k: p for k, p in roles.items() if alive(p)}
     assert not left, f"still running after the main process was killed: {left}"
-    with socket.socket() as sock:  # the port is free again
+    with socket.socket() as sock:  # the port is free again: nothing listens (connections in TIME_WAIT may remain,
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a restarted server, uvicorn, allows)
         sock.bind(("127.0.0.1", s.port))
+        sock.listen()
 
 
 def test_slow_and_vanishing_clients(start):
