@@ -75,3 +75,22 @@ def run_python(code: str, backend: str, timeout=600) -> subprocess.CompletedProc
     env = dict(os.environ, KERAS_BACKEND=backend)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=REPO)
+
+
+def tiny_face_model(path: Path, class_names=("happy", "sad")) -> Path:
+    """A small untrained face model (24x24 grey; one sigmoid for two classes, else a softmax), saved with its
+    emotion.json: quick to load and compile under every backend."""
+    import keras
+
+    from emotion.modelfile import write_meta
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((24, 24, 1))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    k = len(class_names)
+    head = keras.layers.Dense(1, activation="sigmoid") if k == 2 else keras.layers.Dense(k, activation="softmax")
+    keras.Model(inputs, head(x)).save(path)
+    write_meta(path, {"class_names": list(class_names), "faces": "crop"})
+    return path

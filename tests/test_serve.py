@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import BACKEND, REPO
+from conftest import BACKEND, REPO, tiny_face_model
 from PIL import Image
 
 from emotion.tools.serve_bench import free_port
@@ -65,26 +65,9 @@ def png_header_only(width: int, height: int) -> bytes:
         chunk(b"IEND", b"")
 
 
-def tiny_model(path):
-    """A small untrained face model (24x24 grey, happy/sad): quick to load and compile under every backend."""
-    import keras
-
-    from emotion.modelfile import write_meta
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((24, 24, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
-    model.save(path)
-    write_meta(path, {"class_names": ["happy", "sad"], "faces": "crop"})
-    return path
-
-
 class Server:
     def __init__(self, tmp):
-        self.model = tiny_model(tmp / "tiny.keras")
+        self.model = tiny_face_model(tmp / "tiny.keras")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tmp / "server.log"

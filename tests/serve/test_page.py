@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import BACKEND
+from conftest import BACKEND, tiny_face_model
 from PIL import Image
 from servers import NEEDS, NEEDS_REASON, Server
 
@@ -30,22 +30,6 @@ pytestmark = [
                        reason=f"no Chromium at {CHROMIUM}: apt-get install chromium (.ci/run does)"),
 ]
 FAKE_CAMERA = ["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
-
-
-def eight_class_model(path):
-    """An untrained face model (24x24 grey, eight softmax classes): quick to load under any backend."""
-    import keras
-
-    from emotion.modelfile import write_meta
-
-    keras.utils.set_random_seed(0)
-    inputs = keras.Input((24, 24, 1))
-    x = keras.layers.Rescaling(1 / 255)(inputs)
-    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    keras.Model(inputs, keras.layers.Dense(8, activation="softmax")(x)).save(path)
-    write_meta(path, {"class_names": CLASSES, "faces": "crop"})
-    return path
 
 
 def scene(seed: int = 0, w: int = 640, h: int = 480) -> np.ndarray:
@@ -73,7 +57,7 @@ def write_y4m(path, frames: int = 30) -> None:
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("page")
-    model = eight_class_model(tmp / "eight.keras")
+    model = tiny_face_model(tmp / "eight.keras", CLASSES)
     (tmp / "keys.txt").write_text(KEY + "\n")
     write_y4m(tmp / "clip.y4m")
     for name, seed in (("face.png", 1), ("face2.png", 2)):
