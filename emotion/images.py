@@ -68,6 +68,15 @@ def _array(img: Image.Image) -> np.ndarray:
     return arr[..., None] if arr.ndim == 2 else arr
 
 
+def decoded_size(img: Image.Image, draft: tuple[int, int]) -> tuple[int, int]:
+    """The (width, height) an opened image (its header read, nothing decoded) will decode to: a big JPEG decodes
+    at 1/2, 1/4 or 1/8 scale, no smaller than ``draft`` (Pillow's `draft`, set on ``img`` here). What
+    `MAX_DECODE_PIXELS` bounds, in `decode_image`, `load_image` and the server's header check alike."""
+    if img.format in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
+        img.draft(img.mode, draft)
+    return img.size
+
+
 def _open(source, color: str, draft: tuple[int, int], max_image_mb: float = MAX_IMAGE_MB) -> Image.Image:
     """Decode to a Pillow image in RGB or L; big JPEGs are decoded at a reduced DCT scale no smaller than
     ``draft``. Every failure is a ``ValueError`` with a short reason."""
@@ -82,11 +91,10 @@ def _open(source, color: str, draft: tuple[int, int], max_image_mb: float = MAX_
         fmt = img.format
         if fmt not in SUPPORTED_FORMATS:
             raise ValueError(f"unsupported image type {fmt}")
-        if fmt in ("JPEG", "MPO") and img.mode in ("RGB", "L"):
-            img.draft(img.mode, draft)  # a big JPEG decodes at 1/2, 1/4 or 1/8 scale: the size it will have
+        width, height = decoded_size(img, draft)
         limit = min(Image.MAX_IMAGE_PIXELS or MAX_DECODE_PIXELS, MAX_DECODE_PIXELS)
-        if img.width * img.height > limit:
-            raise ValueError(f"image too large: {img.width}x{img.height} pixels (the limit is {limit})")
+        if width * height > limit:
+            raise ValueError(f"image too large: {width}x{height} pixels (the limit is {limit})")
         img.load()
         return _to_mode(_upright(img), "L" if color == "grayscale" else "RGB")
     except ValueError as e:

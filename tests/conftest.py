@@ -4,9 +4,11 @@ own process; tests marked `cross_backend` start one subprocess per installed bac
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +96,14 @@ def tiny_face_model(path: Path, class_names=("happy", "sad")) -> Path:
     keras.Model(inputs, head(x)).save(path)
     write_meta(path, {"class_names": list(class_names), "faces": "crop"})
     return path
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG that declares ``width`` x ``height`` and holds one empty data chunk: a decompression bomb's
+    header, without the memory to build one."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")

@@ -9,16 +9,14 @@ import io
 import os
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from conftest import BACKEND, REPO, tiny_face_model
+from conftest import BACKEND, REPO, png_header_only, tiny_face_model
 from PIL import Image
 
 from emotion.tools.serve_bench import free_port
@@ -52,17 +50,6 @@ def face_photo(seed: int = 0) -> np.ndarray:
     canvas = noise(200, 160, seed) // 2
     canvas[40:136, 30:126] = face(0, np.random.default_rng(seed), size=96)
     return canvas
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that declares ``width`` x ``height`` and holds one empty data chunk: a decompression bomb's
-    header, without the memory to build one."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
-        chunk(b"IEND", b"")
 
 
 class Server:
@@ -200,6 +187,7 @@ BAD = {
     "truncated image": (jpeg(noise(200, 200))[:1500], "image/jpeg", 400),
     "decompression bomb (error)": (png_header_only(30_000, 30_000), "image/png", 413),
     "decompression bomb (warning)": (png_header_only(8_000, 7_000), "image/png", 413),
+    "a 40 MP PNG (over the one 30 M decoded-pixel limit)": (png_header_only(8_000, 5_000), "image/png", 413),
     "over --max-bytes": (b"\xff\xd8" + bytes(MAX_BYTES), "image/jpeg", 413),
     "JSON content type": (b'{"image": "x"}', "application/json", 415),
     "text content type": (png(noise(8, 8)), "text/plain", 415),

@@ -18,14 +18,13 @@ import litserve as ls
 import numpy as np
 from litserve.loops.base import _SENTINEL_VALUE, _StopLoopError
 from litserve.loops.simple_loops import BatchedLoop
-from PIL import Image
 
 from emotion import __version__, backends
 from emotion.images import decode_image
 from emotion.predictor import Predictor
 from emotion.serve import metrics
 from emotion.serve.lifecycle import die_with_parent
-from emotion.serve.requests import MAX_PIXELS, MAX_SIDE
+from emotion.serve.requests import MAX_SIDE
 
 
 @dataclass
@@ -88,7 +87,6 @@ class EmotionAPI(ls.LitAPI):
                 signal.signal(sig, stop_only_with(os.getppid()))
             if self.runtime == "keras":
                 backends.select(self.backend)
-            Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # decode_image turns Pillow's warning past this into an error
             self.clf = Predictor.load(self.model_name, faces=self.faces, detector=self.detector, runtime=self.runtime,
                                       min_face_score=self.min_face_score)
             self.pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="faces")

@@ -10,7 +10,6 @@ import asyncio
 import io
 import logging
 import re
-import warnings
 
 from fastapi import HTTPException, Request
 from PIL import Image
@@ -19,10 +18,12 @@ from starlette.requests import ClientDisconnect
 
 from emotion.errors import EmotionError
 from emotion.faces.detect import FACE_MODES
-from emotion.images import SUPPORTED_FORMATS
+from emotion.images import MAX_DECODE_PIXELS, SUPPORTED_FORMATS, decoded_size
 
-MAX_PIXELS = 50_000_000  # an image declaring more pixels is refused (413) before it is decoded
 MAX_SIDE = 1280  # decoded images are shrunk to this longer side, as `emotion predict` does
+# an image that would decode to more pixels is refused (413) from its header, before it is decoded: the one limit
+# of every command (a big JPEG decodes at a reduced scale, so a 48 MP JPEG passes; a 40 MP PNG does not)
+MAX_PIXELS = MAX_DECODE_PIXELS
 RAW_TYPES = ("application/octet-stream",)
 FORM_FIELDS = ("image", "file")
 log = logging.getLogger("emotion.serve")
@@ -119,18 +120,16 @@ def check_header(data: bytes) -> None:
     """Format and declared size from the image header alone (no decoding): not an image -> 400, a format
     `emotion` does not read -> 415, too many pixels -> 413."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                fmt, (w, h) = img.format, img.size
-    except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+        with Image.open(io.BytesIO(data)) as img:  # Pillow's own guard (DecompressionBombError) first
+            fmt, (w, h) = img.format, decoded_size(img, (MAX_SIDE, MAX_SIDE))
+    except Image.DecompressionBombError:
         raise Refused(413, "pixels", "image too large (decompression bomb guard)") from None
     except Exception:
         raise Refused(400, "not_image", "not an image (or a damaged one)") from None
     if fmt not in SUPPORTED_FORMATS:
         raise Refused(415, "format", f"unsupported image format {fmt}; send {', '.join(SUPPORTED_FORMATS)}")
     if w * h > MAX_PIXELS:
-        raise Refused(413, "pixels", f"image of {w}x{h} pixels is over the limit of {MAX_PIXELS:,}")
+        raise Refused(413, "pixels", f"image of {w}x{h} pixels (as decoded) is over the limit of {MAX_PIXELS:,}")
 
 
 class Row(BaseModel):
