@@ -100,8 +100,9 @@ def test_predict_with_onnx_imports_no_framework_and_agrees_with_keras(photo):
     np.testing.assert_allclose([r["p"] for r in onnx_rows], [r["p"] for r in keras_rows], atol=1e-4)
 
 
-def test_a_reader_that_goes_away_is_not_an_error(tmp_path, photo):
-    """`emotion predict ... | head -1`: the rest of the output is dropped quietly, exit 0."""
+def test_a_reader_that_goes_away_is_told_in_one_line(tmp_path, photo):
+    """`emotion predict ... | head -1`: a closed pipe is a user condition (issue 29): the rest of the output is
+    dropped, one line says why, exit 2, no traceback."""
     for i in range(40):
         (tmp_path / f"{i:02d}.jpg").write_bytes(photo.read_bytes())
     proc = subprocess.Popen([sys.executable, "-m", "emotion", "predict", "--runtime", "onnx", str(tmp_path)],
@@ -109,4 +110,7 @@ def test_a_reader_that_goes_away_is_not_an_error(tmp_path, photo):
     assert proc.stdout.readline()
     proc.stdout.close()
     err = proc.stderr.read().decode()
-    assert proc.wait(timeout=120) == 0 and "error" not in err, err
+    assert proc.wait(timeout=120) == 2, err
+    assert err.strip().splitlines() == [
+        "emotion: error: cannot write the output (standard output, where it is redirected): "
+        "the reader of the output went away (a closed pipe)"], err

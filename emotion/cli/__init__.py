@@ -124,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             return rc
     except KeyboardInterrupt as e:
         return interrupted(args, e)
-    except BrokenPipeError:  # the reader went away (`emotion predict ... | head`): stop writing, quietly
+    except BrokenPipeError as e:  # the reader went away (`emotion predict ... | head`): stop writing, say so once
         devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
+        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered is dropped, not written again at exit
+        print(f"emotion: error: {user_os_error(e)}", file=sys.stderr)
+        return 2
     except Exception as e:
         if os.environ.get("EMOTION_DEBUG"):
             raise
