@@ -49,6 +49,7 @@ from emotion.config import add_arguments as add_settings
 from emotion.data.datamodule import EmotionDataModule
 from emotion.data.folders import class_folders
 from emotion.errors import EmotionError
+from emotion.files import write_atomic
 from emotion.tools import harness
 from emotion.tools.bench_report import chart, markdown, scaling_line, summarize
 
@@ -397,8 +398,8 @@ def run_bench(cfg: BenchConfig, log=print) -> dict:
     report["summary"] = summarize(report)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report, indent=2))
-    (out / "bench.md").write_text(markdown(report))
+    write_atomic(out / "bench.json", json.dumps(report, indent=2))
+    write_atomic(out / "bench.md", markdown(report))
     chart(report, out / "bench.png")
     log(f"wrote {out / 'bench.md'}, {out / 'bench.json'}, {out / 'bench.png'}")
     return report

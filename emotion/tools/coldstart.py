@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from emotion import backends
+from emotion.files import write_atomic
 
 PHASES = r"""
 import json, sys, time
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        write_atomic(Path(args.out), text + "\n")
     return 0
 
 

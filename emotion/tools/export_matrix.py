@@ -14,6 +14,7 @@ from pathlib import Path
 
 from emotion import backends
 from emotion.errors import EmotionError
+from emotion.files import write_atomic
 from emotion.tools import harness
 from emotion.tools.export import ACCURACY_POINTS, FORMATS, TOLERANCE, log
 
@@ -55,8 +56,8 @@ def matrix(model: str, out: str | Path, data: str | None = None, backend_names=N
             rows.append(row)
     result = {"model": str(model), "rows": rows, "not_installed": missing, "ok": all(r["ok"] for r in rows),
               "tolerance": {"max_abs_dp": tolerance, "accuracy_points": accuracy_points}}
-    (out / "export.json").write_text(json.dumps(result, indent=2))
-    (out / "export.md").write_text(render_matrix(result))
+    write_atomic(out / "export.json", json.dumps(result, indent=2))
+    write_atomic(out / "export.md", render_matrix(result))
     return result
 
 

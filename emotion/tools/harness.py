@@ -29,6 +29,7 @@ from pathlib import Path
 
 from emotion import backends
 from emotion.errors import EmotionError
+from emotion.files import write_atomic
 
 REPO = Path(__file__).resolve().parents[2]
 ERROR_PREFIX = "emotion: error: "
@@ -166,7 +167,7 @@ def worker(argv: list[str] | None = None) -> int:
         text = str(e).strip()
         print(ERROR_PREFIX + (text.splitlines()[0] if text else type(e).__name__), file=sys.stderr, flush=True)
         return 2
-    Path(a.result).write_text(json.dumps(value))
+    write_atomic(Path(a.result), json.dumps(value))
     return 0
 
 

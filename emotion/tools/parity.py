@@ -36,6 +36,7 @@ from emotion.config import add_arguments as add_settings
 from emotion.config import config_from_args, from_dict, load_config, parse_names
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
+from emotion.files import write_atomic
 from emotion.metrics import score
 from emotion.modelfile import load_keras_model
 from emotion.tools import harness
@@ -214,7 +215,7 @@ def worker_train(spec: ParitySpec, backend: str) -> None:
         "batches": epoch_fingerprints(events, spec.epochs),
         "seconds": trainer.timings(),
     }
-    (out / "result.json").write_text(json.dumps(result, indent=2))
+    write_atomic(out / "result.json", json.dumps(result, indent=2))
 
 
 def _short(metrics: dict) -> dict:
@@ -235,7 +236,7 @@ def worker_crossload(spec: ParitySpec, backend: str) -> None:
         own = np.load(Path(spec.out) / saver / "test_probs.npy")
         probs = Trainer().predict(load_keras_model(path), dm.test_dataloader())
         deltas[saver] = float(np.max(np.abs(probs - own))) if probs.shape == own.shape else float("inf")
-    (Path(spec.out) / backend / "crossload.json").write_text(json.dumps(deltas, indent=2))
+    write_atomic(Path(spec.out) / backend / "crossload.json", json.dumps(deltas, indent=2))
 
 
 WORKERS = {"init": worker_init, "train": worker_train, "crossload": worker_crossload}
@@ -308,8 +309,8 @@ def run_parity(spec: ParitySpec, tol: Tolerances | None = None) -> dict:
         "split": dm.split_sizes(),
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     })
-    (out / "parity.json").write_text(json.dumps(report, indent=2))
-    (out / "parity.md").write_text(render(report))
+    write_atomic(out / "parity.json", json.dumps(report, indent=2))
+    write_atomic(out / "parity.md", render(report))
     return report
 
 

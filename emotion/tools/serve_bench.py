@@ -43,6 +43,7 @@ from PIL import Image
 
 from emotion.data.synth import face
 from emotion.errors import EmotionError
+from emotion.files import write_atomic
 from emotion.predictor import image_files
 
 LEVELS = (1, 8, 32, 64)
@@ -355,8 +356,8 @@ def run(args, log=print) -> dict:
               "photos_from": args.data or "synthetic 640x480, 1-3 faces of 90-200 px",
               "servers": servers, "rows": rows}
     result["targets"] = targets(rows)
-    (out / "serve-bench.json").write_text(json.dumps(result, indent=1))
-    (out / "serve-bench.md").write_text(markdown(result))
+    write_atomic(out / "serve-bench.json", json.dumps(result, indent=1))
+    write_atomic(out / "serve-bench.md", markdown(result))
     plot(rows, out / "serve-bench.png")
     return result
 

@@ -21,6 +21,7 @@ from emotion import backends
 from emotion.config import Config, default_out, from_dict
 from emotion.data.datamodule import EmotionDataModule
 from emotion.errors import EmotionError
+from emotion.files import write_atomic
 from emotion.metrics import figure, vs_majority
 from emotion.training.checkpoint import CHECKPOINT_FILE
 from emotion.training.run import decode_progress, fit_run
@@ -66,7 +67,7 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
     result = {"folds": folds, "pooled": pooled, "preset": cfg.model.preset, "image_size": cfg.data.image_size,
               "data": cfg.data.data, "seed": cfg.seed, "summary": summary, "runs": runs, "config": cfg.to_dict()}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "cv.json").write_text(json.dumps(result, indent=2))
+    write_atomic(out / "cv.json", json.dumps(result, indent=2))
     lines = [f"# {folds}-fold cross-validation: preset `{cfg.model.preset}`, {cfg.data.image_size}px, "
              f"data `{cfg.data.data}`", "", "| metric | mean ± std | " + " | ".join(f"fold {i}" for i in range(folds))
              + " |", "|---|---|" + "---|" * folds]
@@ -74,7 +75,7 @@ def cv_run(cfg: Config, folds: int, resume: bool = False, overwrite: bool = Fals
         s = summary[m]
         lines.append(f"| {m} | {figure(s['mean'])} ± {figure(s['std'])} | " + " | ".join(map(figure, s["folds"]))
                      + " |")
-    (out / "cv.md").write_text("\n".join(lines) + "\n")
+    write_atomic(out / "cv.md", "\n".join(lines) + "\n")
     return result
 
 
