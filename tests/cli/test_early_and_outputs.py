@@ -180,6 +180,21 @@ def test_a_full_disk_under_a_run_folder_is_one_line_exit_2(tiny_disk, synth_dir,
     assert not [n for n in left if ".tmp" in n], f"temporaries left: {left}"
 
 
+@pytest.mark.skipif(backends.current() != "tensorflow", reason="the LiteRT export runs under TensorFlow (once)")
+def test_an_export_over_an_existing_file_on_a_full_disk_keeps_the_old_file(tiny_disk):
+    """Issue 29: `export --out model.tflite --overwrite` on a full disk left 3 MB of zeros where the old model was."""
+    target = tiny_disk / "model.tflite"
+    target.write_bytes(b"old model " * 1000)
+    (tiny_disk / "filler").write_bytes(b"\0" * 600_000)  # a 5 MB model cannot fit in what is left
+    done = subprocess.run([sys.executable, "-m", "emotion", "export", "--backend", "tensorflow", "--model", "happy-sad",
+                           "--format", "litert", "--out", str(target), "--overwrite"],
+                          capture_output=True, text=True, timeout=600)
+    err = [line for line in done.stderr.strip().splitlines() if line.startswith("emotion:")]
+    assert done.returncode == 2 and err and "no space left on the device" in err[-1], done.stderr[-2000:]
+    assert target.read_bytes() == b"old model " * 1000
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler", "model.tflite"], "no temporaries left"
+
+
 def test_predict_to_a_full_stdout_is_one_line_exit_2(tmp_path):
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full here")
