@@ -135,6 +135,11 @@ def _fraction_below_one(value) -> bool:
     return 0 <= value < 1
 
 
+def _fraction(value) -> bool:
+    """a number in [0, 1]"""
+    return 0 <= value <= 1
+
+
 def _between(lo: int, hi: int):
     def check(v):
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
@@ -237,6 +242,9 @@ class TrainerConfig:
     freeze_epochs: int = opt(0, "with --init-from: train only the head for the first N epochs",
                              check=_at_least(0), metavar="N")
     tta_flip: bool = opt(False, "after training, save and test the mean of the model on each image and its mirror")
+    logit_adjust: float = opt(0.0, "after training, subtract this share of the log class prior (training images per "
+                              "class) from the logits (logit adjustment): 0 off, 1 aims at the best balanced "
+                              "accuracy; rare classes are answered more often", check=_fraction, metavar="TAU")
     checkpoint: bool = opt(True, "write a checkpoint at the end of every epoch (what --resume continues from)")
     tensorboard: bool = opt(True, "TensorBoard scalars in the run folder's logs/")
     devices: int | str = opt(1, "devices each training batch is split over (data parallel, JAX): a count or 'all'; "

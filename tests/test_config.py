@@ -50,6 +50,7 @@ def test_print_config_round_trips(tmp_path, capsys):
     ({"trainer": {"epochs": 0}}, "trainer.epochs must be an integer from 1 to 100000"),
     ({"data": {"color": "cmyk"}}, "data.color must be one of rgb, grayscale"),
     ({"data": {"split": [0.5, 0.5]}}, "split must be three fractions"),
+    ({"trainer": {"logit_adjust": 1.5}}, "trainer.logit_adjust must be a number in .0, 1., got 1.5"),
 ])
 def test_config_mistakes_are_named(tmp_path, raw, text):
     import yaml

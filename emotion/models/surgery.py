@@ -1,14 +1,16 @@
 """Weight surgery on built networks, apart from the networks themselves (`emotion.models.presets`): start from
 another model's weights (`transfer_weights`), mix them back in (`mix_weights`, WiSE-FT), freeze all but the head,
-and wrap a trained model for inference and for test-time flips.
+wrap a trained model for inference and for test-time flips, and move its head's prior (`adjust_logits`).
 
     copied = transfer_weights(shipped, fresh)        # layers copied; the head too where its shape matches
     model = with_flip_tta(model)                     # the mean of the model on each face and its mirror
+    adjust_logits(model, train_counts, 0.5)          # rare classes answered more often (logit adjustment)
 """
 
 from __future__ import annotations
 
 import keras
+import numpy as np
 from keras import layers
 
 from emotion.errors import EmotionError
@@ -113,3 +115,23 @@ def restrict_classes(model: keras.Model, keep: list[int]) -> keras.Model:
     restricted = keras.Model(inner.inputs, new_head(features), name=inner.name)
     new_head.set_weights(weights)
     return with_flip_tta(restricted) if inner is not model else restricted
+
+
+def adjust_logits(model: keras.Model, counts, tau: float) -> keras.Model:
+    """Logit adjustment after training (Menon et al., ICLR 2021, "Long-tail learning via logit adjustment"): the
+    head's logits minus ``tau * log(prior)``, the prior being ``counts`` (training examples per class), written into
+    the head's bias in place (so the model saves, loads and exports as before). ``tau`` 0 leaves the model as
+    trained (best plain accuracy on data distributed as the training set); 1 aims at the best balanced accuracy
+    (mean recall over the classes): rare classes are answered more often. A two-class sigmoid head moves its one
+    logit, ``log P(second)/P(first)``, by ``tau * log(prior_second / prior_first)``. Returns ``model``."""
+    head = unwrap(model).get_layer("head")
+    kernel, bias = head.get_weights()
+    counts = np.asarray(counts, dtype=np.float64)
+    classes = max(2, kernel.shape[1])
+    if counts.shape != (classes,) or not np.all(np.isfinite(counts)) or (counts < 0).any() or not 0 <= tau <= 1:
+        raise EmotionError(f"logit adjustment needs {classes} non-negative class counts and tau in [0, 1], "
+                           f"got {counts.tolist()} and {tau}")
+    log_prior = np.log(np.maximum(counts, 1) / np.maximum(counts, 1).sum())  # a class with no example: one
+    shift = log_prior[1:2] - log_prior[0:1] if kernel.shape[1] == 1 else log_prior
+    head.set_weights([kernel, (bias - tau * shift).astype(bias.dtype)])
+    return model

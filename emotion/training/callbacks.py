@@ -154,6 +154,23 @@ class KeepInit(Callback):
         mix_weights(load_keras_model(self.init_from, self.limits), module.model, self.keep)
 
 
+class LogitAdjust(Callback):
+    """At the end of training (after the best epoch is restored, before the flip TTA wraps the network), move the
+    head's prior: `emotion.models.surgery.adjust_logits` with the training split's images per class and
+    ``trainer.logit_adjust``; what the run folder saves and tests is the adjusted model."""
+
+    def __init__(self, tau: float):
+        super().__init__()
+        self.tau = tau
+
+    def on_fit_end(self, trainer, module):
+        from emotion.models.surgery import adjust_logits  # here, so that the framework loads only when needed
+
+        dm = trainer.datamodule
+        counts = np.bincount(np.asarray(dm.train.labels, dtype=np.int64), minlength=dm.num_classes)
+        adjust_logits(module.model, counts, self.tau)
+
+
 class FlipTTA(Callback):
     """At the end of training, wrap the network in `emotion.models.surgery.with_flip_tta` (mean of image and
     mirror): what the run folder saves and tests is the wrapped model."""
@@ -330,6 +347,8 @@ def default_callbacks(cfg, out: str | Path, write: bool = True, limits=None) -> 
                                  restore_best_weights=t.restore_best, verbose=min(t.verbose, 1) if write else 0))
     if cfg.model.keep_init:
         cbs.append(KeepInit(cfg.model.init_from, cfg.model.keep_init, limits))
+    if t.logit_adjust:
+        cbs.append(LogitAdjust(t.logit_adjust))
     if t.tta_flip:
         cbs.append(FlipTTA())
     cbs += [writing(ReloadCheck()), RunFolder(out, cfg.to_dict(), write=write)]

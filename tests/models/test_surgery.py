@@ -1,11 +1,12 @@
 """Weight surgery: a model restricted to some of its classes answers what the full model says among them."""
 
+import keras
 import numpy as np
 import pytest
 
 from emotion.errors import EmotionError
 from emotion.models.presets import build_model
-from emotion.models.surgery import restrict_classes, with_flip_tta
+from emotion.models.surgery import adjust_logits, restrict_classes, with_flip_tta
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +41,49 @@ def test_three_kept_classes_are_the_full_softmax_renormalised_and_a_flip_wrapper
 def test_impossible_subsets_are_refused(four, keep):
     with pytest.raises(EmotionError, match="cannot keep classes"):
         restrict_classes(four[0], keep)
+
+
+def test_logit_adjustment_divides_each_class_probability_by_its_prior_to_the_power_tau(four):
+    model, x = four
+    p = np.asarray(model.predict(x, verbose=0))
+    counts = np.array([100, 10, 1, 0])  # a class with no example counts as one
+    prior = np.maximum(counts, 1) / np.maximum(counts, 1).sum()
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    adjust_logits(copy, counts, 0.5)
+    want = p / prior ** 0.5
+    np.testing.assert_allclose(np.asarray(copy.predict(x, verbose=0)), want / want.sum(1, keepdims=True), atol=1e-5)
+    got = np.asarray(copy.predict(x, verbose=0))
+    assert (got[:, 0] < p[:, 0]).all() and (got[:, 3] > p[:, 3]).all(), "the common class loses, the rarest gains"
+
+
+def test_logit_adjustment_of_a_two_class_sigmoid_head_and_through_a_flip_wrapper():
+    two = build_model("vgg-bn", (24, 24, 1), 2, widths=(4, 8, 8, 8))
+    x = np.random.default_rng(2).integers(0, 256, (5, 24, 24, 1)).astype("float32")
+    p = np.asarray(two.predict(x, verbose=0))[:, 0]
+    adjust_logits(with_flip_tta(two), [30, 10], 1.0)  # P(second) / P(first) grows by 30 / 10
+    got = np.asarray(two.predict(x, verbose=0))[:, 0]
+    np.testing.assert_allclose(got / (1 - got), 3 * p / (1 - p), rtol=1e-4)
+
+
+@pytest.mark.parametrize("counts, tau", [([1, 2, 3], 0.5), ([1, 2, 3, -1], 0.5), ([1, 2, 3, 4], 1.5)])
+def test_impossible_logit_adjustments_are_refused(four, counts, tau):
+    with pytest.raises(EmotionError, match="logit adjustment needs 4"):
+        adjust_logits(four[0], counts, tau)
+
+
+def test_fits_logit_adjust_setting_moves_the_head_by_the_training_splits_prior_before_the_flip_wrapper():
+    from types import SimpleNamespace
+
+    from emotion.config import from_dict
+    from emotion.training.callbacks import FlipTTA, LogitAdjust, default_callbacks
+
+    cbs = default_callbacks(from_dict({"trainer": {"logit_adjust": 0.5, "tta_flip": True}}), "unused", write=False)
+    kinds = [type(cb) for cb in cbs]
+    assert kinds.index(LogitAdjust) < kinds.index(FlipTTA)
+    assert LogitAdjust not in [type(cb) for cb in default_callbacks(from_dict({}), "unused", write=False)]
+    two = build_model("vgg-bn", (24, 24, 1), 2, widths=(4, 8, 8, 8))
+    before = two.get_layer("head").get_weights()[1].copy()
+    dm = SimpleNamespace(train=SimpleNamespace(labels=np.array([0, 0, 0, 0, 1])), num_classes=2)
+    LogitAdjust(0.5).on_fit_end(SimpleNamespace(datamodule=dm), SimpleNamespace(model=two))
+    np.testing.assert_allclose(two.get_layer("head").get_weights()[1], before - 0.5 * np.log(1 / 4), atol=1e-6)
