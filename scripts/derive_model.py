@@ -1,6 +1,12 @@
-"""A run folder whose model answers among some of another model's classes, with no retraining
-(`emotion.models.surgery.restrict_classes`): the eight-emotion model's happy vs sad, for example. The new run
-folder (imageclassifier.keras with its emotion.json, metrics.json) is what `scripts/ship_model.py` ships.
+"""A run folder whose model is another's with no retraining: answering among some of its classes
+(`--classes`, `emotion.models.surgery.restrict_classes`: the eight-emotion model's happy vs sad), and/or with its
+head's prior moved (`--logit-adjust TAU --prior DIR`, `emotion.models.surgery.adjust_logits`, what `fit
+--logit-adjust` does at the end of training; the prior is the number of images in each class folder of DIR, the
+training split). The new run folder (imageclassifier.keras with its emotion.json, metrics.json) is what
+`scripts/ship_model.py` ships.
+
+    python scripts/derive_model.py runs/emotions --logit-adjust 0.5 --prior ../shared/data/ferplus/train \
+        --out runs/emotions-balanced
 
     python scripts/derive_model.py emotions --classes happy,sad --out runs/happy-sad-from-emotions
     emotion test --model runs/happy-sad-from-emotions/imageclassifier.keras --data ../shared/data/fer2013 \
@@ -21,8 +27,9 @@ import numpy as np  # noqa: E402
 
 from emotion import backends  # noqa: E402
 from emotion.guard import check_model_file  # noqa: E402
+from emotion.images import IMAGE_SUFFIXES  # noqa: E402
 from emotion.modelfile import find_model, read_meta, write_meta  # noqa: E402
-from emotion.models.surgery import restrict_classes  # noqa: E402
+from emotion.models.surgery import adjust_logits, restrict_classes  # noqa: E402
 from emotion.training.runfolder import MODEL_FILE, reference_inputs  # noqa: E402
 
 
@@ -30,7 +37,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("run", help="the source: a run folder (imageclassifier.keras, metrics.json), a shipped model's "
                                "name (emotions) or a .keras file")
-    p.add_argument("--classes", required=True, help="comma-separated class names to keep, in the new order")
+    p.add_argument("--classes", help="comma-separated class names to keep, in the new order (default: all)")
+    p.add_argument("--logit-adjust", type=float, default=0.0, metavar="TAU",
+                   help="move the head's logits by -TAU x log(class prior) first (0: off)")
+    p.add_argument("--prior", help="with --logit-adjust: a folder of class subfolders (the training split) whose "
+                                   "image counts are the class prior")
     p.add_argument("--out", required=True, help="the new run folder (must not exist)")
     args = p.parse_args()
     run, out = Path(args.run), Path(args.out)
@@ -39,18 +50,29 @@ def main() -> None:
     source = run / MODEL_FILE if run.is_dir() else find_model(args.run)
     meta = read_meta(source)
     names = meta["class_names"]
-    keep = [c.strip() for c in args.classes.split(",")]
+    keep = [c.strip() for c in args.classes.split(",")] if args.classes else names
     missing = [c for c in keep if c not in names]
     if missing:
         raise SystemExit(f"{source} has no class(es) {missing}; it has {names}")
+    if args.logit_adjust and not (args.prior and Path(args.prior).is_dir()):
+        raise SystemExit("--logit-adjust needs --prior DIR, a folder of class subfolders")
     check_model_file(source)
-    model = restrict_classes(keras.saving.load_model(source, compile=False), [names.index(c) for c in keep])
+    model = keras.saving.load_model(source, compile=False)
+    counts = None
+    if args.logit_adjust:
+        counts = [sum(1 for f in (Path(args.prior) / c).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+                  if (Path(args.prior) / c).is_dir() else 0 for c in names]
+        adjust_logits(model, counts, args.logit_adjust)
+    if keep != names:
+        model = restrict_classes(model, [names.index(c) for c in keep])
     out.mkdir(parents=True)
     target = out / MODEL_FILE
     model.save(target)
     ref = reference_inputs(model.input_shape[1:])
     meta.update({"class_names": keep, **backends.describe(),
-                 "derived_from": {"model": str(source), "classes": names, "kept": keep},
+                 "derived_from": {"model": str(source), "classes": names, "kept": keep,
+                                  **({"logit_adjust": args.logit_adjust, "prior": dict(zip(names, counts, strict=True))}
+                                     if counts else {})},
                  "reference": {"inputs": meta["reference"]["inputs"],
                                "outputs": np.asarray(model.predict(ref.astype(np.float32), verbose=0)).tolist()}})
     write_meta(target, meta)
