@@ -99,26 +99,6 @@ def _address_ok(v) -> bool:
 _address_ok.__doc__ = "HOST:PORT with a port in 1..65535 (an IPv6 host in brackets: [::1]:1234)"
 
 
-def fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
-    return value
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
-
-
 def _fractions_ok(parts) -> bool:
     return len(parts) == 3 and all(isinstance(f, int | float) and f >= 0 for f in parts) and abs(sum(parts) - 1) < 1e-6
 

@@ -16,11 +16,9 @@ from emotion.backends import NAMES as BACKENDS
 from emotion.config import (
     add_arguments,
     flatten,
-    fraction,
     load_config,
     overrides_from_args,
     parse_names,
-    positive_int,
     to_yaml,
 )
 from emotion.errors import EmotionError
@@ -29,6 +27,26 @@ from emotion.guard import MAX_MODEL_MB, Limits
 from emotion.metrics import chance_line
 from emotion.modelfile import DEFAULT_MODEL, RUNTIMES, SHIPPED, resolve_model, runtime_for
 from emotion.training.run import resolve_resume
+
+
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 class Parser(argparse.ArgumentParser):
