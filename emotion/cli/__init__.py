@@ -38,7 +38,7 @@ from emotion.cli import (
     video,
 )
 from emotion.cli.common import Parser, pick_runtime, uses_keras
-from emotion.errors import EmotionError
+from emotion.errors import EmotionError, tell
 from emotion.files import user_os_error
 
 # Every command, registered here and only here: name -> its module (HELP, add_arguments, run).
@@ -100,7 +100,7 @@ def interrupted(args, e: KeyboardInterrupt) -> int:
     how = getattr(COMMANDS[args.command], "interrupted", None)
     hint = how(args) if how else ""
     what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
-    print(f"{fresh}emotion: {what}" + (f"; {hint}" if hint else ""), file=sys.stderr)
+    tell(f"{fresh}emotion: {what}" + (f"; {hint}" if hint else ""))
     return 143 if isinstance(e, Terminated) else 130
 
 
@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         return interrupted(args, e)
     except BrokenPipeError as e:  # the reader went away (`emotion predict ... | head`): stop writing, say so once
+        tell(f"emotion: error: {user_os_error(e)}")
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # what is still buffered is dropped, not written again at exit
-        print(f"emotion: error: {user_os_error(e)}", file=sys.stderr)
         return 2
     except Exception as e:
         if os.environ.get("EMOTION_DEBUG"):
@@ -136,13 +136,13 @@ def main(argv: list[str] | None = None) -> int:
         told = user_os_error(e)  # a full disk, a read-only folder: the user's to fix, in one line
         if told is not None:
             _quiet_stdout(e)
-            print(f"emotion: error: {told}", file=sys.stderr)
+            tell(f"emotion: error: {told}")
             return 2
         known = isinstance(e, EmotionError | BackendError)
         text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         prefix = "error" if known else f"internal error ({type(e).__name__})"
         hint = "" if known else " (EMOTION_DEBUG=1 shows the traceback)"
-        print(f"emotion: {prefix}: {text}{hint}", file=sys.stderr)
+        tell(f"emotion: {prefix}: {text}{hint}")
         return 2 if known else 3
 
 

@@ -6,12 +6,11 @@ a way to silence the C++ logging of the libraries detectors run on.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
 from dataclasses import dataclass
 
 import numpy as np
+
+from emotion.errors import quiet_stderr  # noqa: F401 (re-exported: the detectors and video import it from here)
 
 # Each side of a face box grows by this share of the box's side before the square is cut. A detector's boxes
 # have their own framing, so each detector has its margin (HaarDetector.margin, BlazeFaceDetector.margin),
@@ -47,18 +46,3 @@ class Face:
 
     def to_dict(self) -> dict:
         return {"box": list(self.box), "score": round(self.score, 4)}
-
-
-@contextlib.contextmanager
-def quiet_stderr():
-    """Silence file descriptor 2 (C++ logging that no setting turns off: LiteRT, OpenCV's video backends) for
-    the duration."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
