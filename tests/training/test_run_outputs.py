@@ -61,12 +61,18 @@ def test_fit_without_out_writes_a_named_folder_under_models(synth_dir, tmp_path,
     assert f"run folder: models/{run.name}" in capsys.readouterr().out
 
 
+def _sigint_as_default():
+    """In the child: SIGINT back to its default, so that Python makes it KeyboardInterrupt. A test suite started in
+    the background by a shell (`.ci/run &`) inherits SIGINT ignored, and Python then leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _fit_process(data, out, epochs=200):
     env = dict(os.environ, KERAS_BACKEND=BACKEND)
     return subprocess.Popen([sys.executable, "-m", "emotion", "fit", "--data", str(data), "--out", str(out),
                              "--epochs", str(epochs), "--image-size", "24", "--batch-size", "16", "--cache", "off",
                              "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=REPO)
+                            cwd=REPO, preexec_fn=_sigint_as_default)
 
 
 @pytest.mark.parametrize("sig, code, word", [(signal.SIGTERM, 143, "terminated (SIGTERM)"),
