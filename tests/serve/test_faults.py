@@ -100,10 +100,18 @@ def test_children_die_with_the_main_process(start):
         time.sleep(0.1)
     left = {k: p for k, p in roles.items() if alive(p)}
     assert not left, f"still running after the main process was killed: {left}"
-    with socket.socket() as sock:  # the port is free again: nothing listens (connections in TIME_WAIT may remain,
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a restarted server, uvicorn, allows)
-        sock.bind(("127.0.0.1", s.port))
-        sock.listen()
+    deadline = time.monotonic() + 10  # the port is free again: nothing listens (a process that has just exited may
+    while True:                       # still be closing its files; connections in TIME_WAIT may remain, as a
+        with socket.socket() as sock:  # restarted server, uvicorn, allows)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("127.0.0.1", s.port))
+                sock.listen()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+        time.sleep(0.2)
 
 
 def test_slow_and_vanishing_clients(start):
