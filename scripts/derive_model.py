@@ -26,6 +26,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from emotion import backends  # noqa: E402
+from emotion.data.folders import list_files  # noqa: E402
 from emotion.guard import check_model_file  # noqa: E402
 from emotion.images import IMAGE_SUFFIXES  # noqa: E402
 from emotion.modelfile import find_model, read_meta, write_meta  # noqa: E402
@@ -60,8 +61,8 @@ def main() -> None:
     model = keras.saving.load_model(source, compile=False)
     counts = None
     if args.logit_adjust:
-        counts = [sum(1 for f in (Path(args.prior) / c).iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-                  if (Path(args.prior) / c).is_dir() else 0 for c in names]
+        labels = [label for f, label in list_files(Path(args.prior), names) if f.suffix.lower() in IMAGE_SUFFIXES]
+        counts = np.bincount(labels, minlength=len(names)).tolist()
         adjust_logits(model, counts, args.logit_adjust)
     if keep != names:
         model = restrict_classes(model, [names.index(c) for c in keep])

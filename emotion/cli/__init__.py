@@ -125,9 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:
         return interrupted(args, e)
     except BrokenPipeError as e:  # the reader went away (`emotion predict ... | head`): stop writing, say so once
+        _quiet_stdout(e)  # what is still buffered is dropped, not written again at exit
         tell(f"emotion: error: {user_os_error(e)}")
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # what is still buffered is dropped, not written again at exit
         return 2
     except Exception as e:
         if os.environ.get("EMOTION_DEBUG"):

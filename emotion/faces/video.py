@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion.errors import EmotionError
-from emotion.faces.base import quiet_stderr
+from emotion.errors import EmotionError, quiet_stderr
 from emotion.files import atomic_path
 
 # BGR, one a class (by its index among the model's classes): green, blue, red, orange, purple, cyan, magenta, olive
