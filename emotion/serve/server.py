@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 import litserve as ls
-from fastapi import Request
+from fastapi import HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from litserve.loops.base import _SENTINEL_VALUE
 
@@ -33,7 +33,7 @@ from emotion.serve import metrics
 from emotion.serve.api import EmotionAPI, stop_only_with
 from emotion.serve.deadlines import header_deadline_protocol
 from emotion.serve.gate import Gate
-from emotion.serve.lifecycle import Watch, die_with_parent, watch_workers
+from emotion.serve.lifecycle import STATE, Watch, die_with_parent, watch_workers
 from emotion.serve.page import add_page
 from emotion.serve.requests import MAX_PIXELS, Error, Refused, Row, read_faces, read_image
 
@@ -122,6 +122,8 @@ def build_server(api: EmotionAPI, workers: int = 1, max_bytes: int = 10_000_000,
             if m is not None:
                 m.reject(e.reason)
             raise
+        if STATE.dead:  # the worker died while the body was read: nothing would answer it (no await from here
+            raise HTTPException(503, STATE.dead)  # to its place in the response buffer, which the death empties)
         out = await handler.handle_request({"image": image, "faces": faces}, dict)
         if isinstance(out, dict):
             if m is not None:

@@ -76,6 +76,35 @@ def test_a_dead_worker_means_503_at_once_then_exit_4(start):
     assert not any(alive(p) for p in roles.values()), "a process of the server outlived it"
 
 
+def test_a_request_still_arriving_when_the_worker_dies_is_answered_503(start):
+    """The race behind a dropped request: its headers passed the door while the worker lived, its body arrived
+    after the worker died. It must be answered 503 (no worker would ever answer it), not held until the HTTP
+    process is stopped and its connection closed."""
+    body = photo_jpeg()
+    s = start()
+    roles = s.processes()
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=10)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: image/jpeg\r\n"
+                 + f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100])
+    time.sleep(0.3)  # the request is in the route, reading its body
+    os.kill(roles["worker"], signal.SIGKILL)
+    time.sleep(0.3)  # the HTTP process has seen the death (it answers /health 503 within a second)
+    t0 = time.monotonic()
+    sock.sendall(body[100:])
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+            if b"\r\n\r\n" in data and b"detail" in data:
+                break
+    except OSError:
+        pass
+    sock.close()
+    assert data.startswith(b"HTTP/1.1 503") and b"inference worker" in data, data[:300]
+    assert time.monotonic() - t0 < 0.9, "answered only when the HTTP process was stopped"
+    assert s.proc.wait(30) == 4, s.log.read_text()[-2000:]
+
+
 def test_a_dead_http_process_means_exit_5(start):
     s = start()
     roles = s.processes()
