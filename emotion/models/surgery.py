@@ -1,10 +1,12 @@
 """Weight surgery on built networks, apart from the networks themselves (`emotion.models.presets`): start from
 another model's weights (`transfer_weights`), mix them back in (`mix_weights`, WiSE-FT), freeze all but the head,
-wrap a trained model for inference and for test-time flips, and move its head's prior (`adjust_logits`).
+wrap a trained model for inference and for test-time flips, move its head's prior (`adjust_logits`), and
+average several trained models (`ensemble`).
 
     copied = transfer_weights(shipped, fresh)        # layers copied; the head too where its shape matches
     model = with_flip_tta(model)                     # the mean of the model on each face and its mirror
     adjust_logits(model, train_counts, 0.5)          # rare classes answered more often (logit adjustment)
+    model = ensemble([seed0, seed1])                 # the mean of two networks' probabilities
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from keras import layers
 from emotion.errors import EmotionError
 from emotion.models.presets import model_input
 
+ENSEMBLE = "ensemble"  # the name of the layer that averages an ensemble's members
+
 
 def unwrap(model: keras.Model) -> keras.Model:
     """The trained network inside a `with_flip_tta` wrapper (or the model itself)."""
@@ -24,8 +28,18 @@ def unwrap(model: keras.Model) -> keras.Model:
     return model
 
 
+def members(model: keras.Model) -> list[keras.Model]:
+    """The models an `ensemble` averages (each as it was given, flip-TTA wrapper and all), or ``[model]``."""
+    if any(layer.name == ENSEMBLE for layer in model.layers):
+        return [layer for layer in model.layers if isinstance(layer, keras.Model)]
+    return [model]
+
+
 def _weighted_layers(model: keras.Model) -> list[layers.Layer]:
     """The layers with weights of the network inside a flip-TTA wrapper (or of the model), in order."""
+    if len(members(model)) > 1:
+        raise EmotionError(f"{model.name!r} is an ensemble of {len(members(model))} networks: take one of them "
+                           "first (python scripts/derive_model.py MODEL --member 0 --out RUN)")
     return [layer for layer in unwrap(model).layers if layer.weights]
 
 
@@ -97,7 +111,11 @@ def restrict_classes(model: keras.Model, keep: list[int]) -> keras.Model:
     means the second class). A flip-TTA wrapper is kept around the new network.
 
         happy_sad = restrict_classes(emotions, [EIGHT.index("happy"), EIGHT.index("sad")])
+
+    An `ensemble` is restricted member by member (the mean of the restricted members).
     """
+    if len(members(model)) > 1:
+        return ensemble([restrict_classes(m, keep) for m in members(model)], name=model.name)
     inner = unwrap(model)
     head = inner.get_layer("head")
     kernel, bias = head.get_weights()
@@ -123,7 +141,12 @@ def adjust_logits(model: keras.Model, counts, tau: float) -> keras.Model:
     the head's bias in place (so the model saves, loads and exports as before). ``tau`` 0 leaves the model as
     trained (best plain accuracy on data distributed as the training set); 1 aims at the best balanced accuracy
     (mean recall over the classes): rare classes are answered more often. A two-class sigmoid head moves its one
-    logit, ``log P(second)/P(first)``, by ``tau * log(prior_second / prior_first)``. Returns ``model``."""
+    logit, ``log P(second)/P(first)``, by ``tau * log(prior_second / prior_first)``. An `ensemble`'s members
+    are each adjusted. Returns ``model``."""
+    if len(members(model)) > 1:
+        for m in members(model):
+            adjust_logits(m, counts, tau)
+        return model
     head = unwrap(model).get_layer("head")
     kernel, bias = head.get_weights()
     counts = np.asarray(counts, dtype=np.float64)
@@ -135,3 +158,25 @@ def adjust_logits(model: keras.Model, counts, tau: float) -> keras.Model:
     shift = log_prior[1:2] - log_prior[0:1] if kernel.shape[1] == 1 else log_prior
     head.set_weights([kernel, (bias - tau * shift).astype(bias.dtype)])
     return model
+
+
+def ensemble(models: list[keras.Model], name: str = ENSEMBLE) -> keras.Model:
+    """The mean of several trained models' probabilities (one input shape, one set of classes), as one plain
+    functional model that saves, loads under every backend and exports like any other: networks trained from
+    different seeds err on different faces, and their mean is more accurate than either (Lakshminarayanan et al.,
+    2017, "Simple and scalable predictive uncertainty estimation using deep ensembles"). Each member is kept as
+    given (a flip-TTA wrapper stays inside its member); an ensemble given as a member is taken apart into its own.
+
+        emotions = ensemble([keras.saving.load_model("seed0.keras"), keras.saving.load_model("seed1.keras")])
+    """
+    flat = [m for model in models for m in members(model)]
+    shapes = {tuple(m.input_shape[1:]) for m in flat}
+    outputs = {tuple(m.output_shape[1:]) for m in flat}
+    if len(flat) < 2 or len(shapes) > 1 or len(outputs) > 1:
+        raise EmotionError(f"an ensemble needs two or more models of one input and output shape, got inputs "
+                           f"{sorted(shapes)} and outputs {sorted(outputs)} from {len(flat)} model(s)")
+    inputs = model_input(flat[0].input_shape[1:])
+    for i, m in enumerate(flat):
+        m.name = f"member_{i}"  # nested models need names of their own
+    outputs = layers.Average(name=ENSEMBLE)([m(inputs) for m in flat])
+    return keras.Model(inputs, outputs, name=name)

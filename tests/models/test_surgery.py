@@ -87,3 +87,49 @@ def test_fits_logit_adjust_setting_moves_the_head_by_the_training_splits_prior_b
     dm = SimpleNamespace(train=SimpleNamespace(labels=np.array([0, 0, 0, 0, 1])), num_classes=2)
     LogitAdjust(0.5).on_fit_end(SimpleNamespace(datamodule=dm), SimpleNamespace(model=two))
     np.testing.assert_allclose(two.get_layer("head").get_weights()[1], before - 0.5 * np.log(1 / 4), atol=1e-6)
+
+
+def _random_four(seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    return build_model("vgg-bn", (24, 24, 1), 4, widths=(4, 8, 8, 8))
+
+
+def test_an_ensemble_is_the_mean_of_its_members_and_saves_loads_and_takes_surgery_member_by_member(four, tmp_path):
+    from emotion.guard import check_model_file
+    from emotion.models.surgery import ensemble, members, transfer_weights
+
+    model, x = four
+    other = _random_four(5)
+    p, q = (np.asarray(m.predict(x, verbose=0)) for m in (model, other))
+    assert not np.allclose(p, q)
+    both = ensemble([with_flip_tta(_copy(model)), with_flip_tta(_copy(other))])
+    flip = np.flip(x, axis=2)
+    want = (p + np.asarray(model.predict(flip, verbose=0)) + q + np.asarray(other.predict(flip, verbose=0))) / 4
+    np.testing.assert_allclose(np.asarray(both.predict(x, verbose=0)), want, atol=1e-5)
+    both.save(tmp_path / "both.keras")
+    check_model_file(tmp_path / "both.keras")
+    loaded = keras.saving.load_model(tmp_path / "both.keras", compile=False)
+    assert len(members(loaded)) == 2
+    np.testing.assert_allclose(np.asarray(loaded.predict(x, verbose=0)), want, atol=1e-5)
+
+    two = restrict_classes(loaded, [3, 1])  # each member restricted, then averaged
+    parts = [np.asarray(restrict_classes(m, [3, 1]).predict(x, verbose=0)) for m in members(loaded)]
+    np.testing.assert_allclose(np.asarray(two.predict(x, verbose=0)), (parts[0] + parts[1]) / 2, atol=1e-5)
+    adjust_logits(loaded, [100, 10, 1, 1], 0.5)
+    assert not np.allclose(np.asarray(loaded.predict(x, verbose=0)), want, atol=1e-3), "every member moved"
+    with pytest.raises(EmotionError, match="an ensemble of 2 networks"):
+        transfer_weights(loaded, _random_four(6))
+
+
+@pytest.mark.parametrize("shapes", [[(24, 24, 1)], [(24, 24, 1), (32, 32, 1)]])
+def test_an_ensemble_of_one_or_of_other_shapes_is_refused(shapes):
+    from emotion.models.surgery import ensemble
+
+    with pytest.raises(EmotionError, match="an ensemble needs two or more models"):
+        ensemble([build_model("vgg-bn", s, 4, widths=(4, 8, 8, 8)) for s in shapes])
+
+
+def _copy(model: keras.Model) -> keras.Model:
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
