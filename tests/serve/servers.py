@@ -1,5 +1,5 @@
 """Helpers of the serve tests: an `emotion serve` subprocess on a free loopback port (the shipped model under
-onnxruntime unless told otherwise), a face photo, the processes under /proc."""
+onnxruntime unless told otherwise), ready when it returns; a face photo; the processes under /proc."""
 
 from __future__ import annotations
 
@@ -71,16 +71,26 @@ class Server:
                 start_new_session=True)
         import httpx
 
-        for _ in range(1200):
-            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+        self.health_seen = set()  # /health's answers while the model loads
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}: {self.log.read_text()[-2000:]}"
             try:
-                if httpx.get(self.url + "/health", timeout=5).status_code == 200:
-                    break
+                status = httpx.get(self.url + "/health", timeout=5).status_code
             except httpx.TransportError:
-                pass
+                status = None  # LitServe listens only once its first worker has loaded the model
+            self.health_seen.add(status)
+            if status == 200:
+                break
             time.sleep(0.1)
         else:
-            raise AssertionError("not ready: " + self.log.read_text()[-2000:])
+            raise AssertionError("not ready in 300 s: " + self.log.read_text()[-2000:])
+
+    def post(self, body: bytes, content_type: str = "image/png", **kw):
+        import httpx
+
+        return httpx.post(self.url + "/predict", content=body, headers={"content-type": content_type},
+                          timeout=60, **kw)
 
     def processes(self) -> dict[str, int]:
         """The main process's children by role: worker (spawned), http (forked uvicorn), manager."""

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, REPO, png_header_only, tiny_face_model
 from PIL import Image
+from servers import Server
 
 from emotion.tools.serve_bench import free_port
 
@@ -52,59 +53,16 @@ def face_photo(seed: int = 0) -> np.ndarray:
     return canvas
 
 
-class Server:
-    def __init__(self, tmp):
-        self.model = tiny_face_model(tmp / "tiny.keras")
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp / "server.log"
-        self.batch_log = tmp / "batches.txt"
-        env = dict(os.environ, KERAS_BACKEND=BACKEND, EMOTION_SERVE_BATCH_LOG=str(self.batch_log),
-                   PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "emotion", "serve", "--model", str(self.model), "--port", str(self.port),
-                 "--max-batch-size", "8", "--batch-timeout", "0.05",
-                 "--max-bytes", str(MAX_BYTES), "--log-level", "warning"],
-                stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp, start_new_session=True)
-        self.health_seen = set()
-
-    def wait_ready(self, seconds: float = 300) -> None:
-        import httpx
-
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"server exited {self.proc.returncode}: {self.log.read_text()[-2000:]}"
-            try:
-                status = httpx.get(self.url + "/health", timeout=5).status_code
-            except httpx.TransportError:
-                status = None  # LitServe listens only once its first worker has loaded the model
-            self.health_seen.add(status)
-            if status == 200:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"not ready in {seconds} s: {self.log.read_text()[-2000:]}")
-
-    def post(self, body: bytes, content_type: str = "image/png", **kw):
-        import httpx
-
-        return httpx.post(self.url + "/predict", content=body, headers={"content-type": content_type},
-                          timeout=60, **kw)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("serve"))
+    """The module's server: a tiny face model under this process's backend, its batches logged."""
+    tmp = tmp_path_factory.mktemp("serve")
+    model, batch_log = tiny_face_model(tmp / "tiny.keras"), tmp / "batches.txt"
+    s = Server(tmp, "--model", str(model), "--max-batch-size", "8", "--batch-timeout", "0.05",
+               "--max-bytes", str(MAX_BYTES), env={"KERAS_BACKEND": BACKEND, "EMOTION_SERVE_BATCH_LOG": str(batch_log)},
+               runtime=())
+    s.model, s.batch_log = model, batch_log
     try:
-        s.wait_ready()
         yield s
     finally:
         s.stop()
@@ -369,29 +327,17 @@ def test_runtime_onnx_serves_the_same_rows(tmp_path):
     from emotion.images import decode_image
     from emotion.predictor import Predictor
 
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    with open(tmp_path / "log", "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "emotion", "serve", "--runtime", "onnx", "--port", str(port),
-                                 "--log-level", "warning"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    s = Server(tmp_path)  # the shipped model, --runtime onnx
     try:
-        for _ in range(600):
-            assert proc.poll() is None, (tmp_path / "log").read_text()[-2000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
         data = png(face_photo(7))
-        r = httpx.post(f"http://127.0.0.1:{port}/predict", content=data, headers={"content-type": "image/png"},
-                       timeout=60)
+        r = s.post(data)
         assert r.status_code == 200, r.text
         assert_same_rows(r.json(), Predictor.load(runtime="onnx").predict_image(decode_image(data)))
-        assert httpx.get(f"http://127.0.0.1:{port}/info").json()["model"]["runtime"] == "onnx"
+        assert httpx.get(s.url + "/info").json()["model"]["runtime"] == "onnx"
+        s.proc.send_signal(signal.SIGTERM)
+        assert s.proc.wait(60) == 0, s.log.read_text()[-2000:]
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
+        s.stop()
 
 
 @pytest.mark.cross_backend
