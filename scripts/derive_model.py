@@ -31,9 +31,8 @@ import numpy as np  # noqa: E402
 
 from emotion import backends  # noqa: E402
 from emotion.data.folders import list_files  # noqa: E402
-from emotion.guard import check_model_file  # noqa: E402
 from emotion.images import IMAGE_SUFFIXES  # noqa: E402
-from emotion.modelfile import find_model, read_meta, write_meta  # noqa: E402
+from emotion.modelfile import find_model, load_keras_model, read_meta, write_meta  # noqa: E402
 from emotion.models.surgery import adjust_logits, ensemble, members, restrict_classes  # noqa: E402
 from emotion.training.runfolder import MODEL_FILE, reference_inputs  # noqa: E402
 
@@ -110,8 +109,7 @@ def model_path(name: str) -> Path:
 
 
 def load(path: Path) -> keras.Model:
-    check_model_file(path)  # emotion.guard, as every load in the package
-    return keras.saving.load_model(path, compile=False)
+    return load_keras_model(path)  # behind emotion.guard, as every load in the package
 
 
 if __name__ == "__main__":

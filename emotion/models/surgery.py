@@ -167,7 +167,7 @@ def ensemble(models: list[keras.Model], name: str = ENSEMBLE) -> keras.Model:
     2017, "Simple and scalable predictive uncertainty estimation using deep ensembles"). Each member is kept as
     given (a flip-TTA wrapper stays inside its member); an ensemble given as a member is taken apart into its own.
 
-        emotions = ensemble([keras.saving.load_model("seed0.keras"), keras.saving.load_model("seed1.keras")])
+        emotions = ensemble([load_keras_model("seed0.keras"), load_keras_model("seed1.keras")])
     """
     flat = [m for model in models for m in members(model)]
     shapes = {tuple(m.input_shape[1:]) for m in flat}

@@ -133,3 +133,49 @@ def _copy(model: keras.Model) -> keras.Model:
     copy = keras.models.clone_model(model)
     copy.set_weights(model.get_weights())
     return copy
+
+
+@pytest.mark.once  # a script in subprocesses: once is enough
+def test_derive_model_averages_runs_and_takes_a_member_back_out(tmp_path):
+    """scripts/derive_model.py --average (an ensemble of two run folders, their reference outputs the mean of
+    theirs) and --member K (a member alone again, here restricted to two classes); other classes are refused."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    from emotion.modelfile import read_meta, write_meta
+    from emotion.training.runfolder import reference_inputs
+
+    names = ["a", "b", "c", "d"]
+    x = reference_inputs((24, 24, 1)).astype("float32")
+    outputs = []
+    for seed in (0, 1):
+        run = tmp_path / f"run{seed}"
+        run.mkdir()
+        model = _random_four(seed)
+        model.save(run / "imageclassifier.keras")
+        write_meta(run / "imageclassifier.keras", {"class_names": names, "faces": "crop", "reference": {
+            "inputs": "numpy default_rng(0).integers(0, 256, (4, H, W, C), uint8)"}})
+        (run / "metrics.json").write_text(json.dumps({"seed": seed}))
+        outputs.append(np.asarray(model.predict(x, verbose=0)))
+
+    def derive(*args):
+        return subprocess.run([sys.executable, str(REPO / "scripts" / "derive_model.py"), *map(str, args)],
+                              capture_output=True, text=True, cwd=tmp_path)
+
+    r = derive(tmp_path / "run0", "--average", tmp_path / "run1", "--out", tmp_path / "both")
+    assert r.returncode == 0, r.stderr[-2000:]
+    meta = read_meta(tmp_path / "both" / "imageclassifier.keras")
+    np.testing.assert_allclose(meta["reference"]["outputs"], (outputs[0] + outputs[1]) / 2, atol=1e-5)
+    assert meta["derived_from"]["averaged_with"] == [str(tmp_path / "run1" / "imageclassifier.keras")]
+    assert json.loads((tmp_path / "both" / "metrics.json").read_text())["seed"] == 0, "the first run's figures"
+
+    r = derive(tmp_path / "both", "--member", 1, "--classes", "d,b", "--out", tmp_path / "one")
+    assert r.returncode == 0, r.stderr[-2000:]
+    p = outputs[1]
+    np.testing.assert_allclose(np.asarray(read_meta(tmp_path / "one" / "imageclassifier.keras")["reference"]["outputs"])
+                               [:, 0], p[:, 1] / (p[:, 3] + p[:, 1]), atol=1e-5)
+    bad = derive(tmp_path / "both", "--member", 2, "--out", tmp_path / "none")
+    assert bad.returncode != 0 and "has 2 member(s)" in bad.stderr and not (tmp_path / "none").exists()
