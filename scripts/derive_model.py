@@ -26,7 +26,6 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from emotion import backends  # noqa: E402
@@ -68,14 +67,14 @@ def main() -> None:
         raise SystemExit(f"{source} has no class(es) {missing}; it has {names}")
     if args.logit_adjust and not (args.prior and Path(args.prior).is_dir()):
         raise SystemExit("--logit-adjust needs --prior DIR, a folder of class subfolders")
-    model = load(source)
+    model = load_keras_model(source)  # behind emotion.guard, as every load in the package
     if args.member is not None:
         parts = members(model)
         if not 0 <= args.member < len(parts):
             raise SystemExit(f"{source} has {len(parts)} member(s): --member must be in 0..{len(parts) - 1}")
         model = parts[args.member]
     if others:
-        model = ensemble([model, *(load(m) for m in others)], name=model.name)
+        model = ensemble([model, *(load_keras_model(m) for m in others)], name=model.name)
     counts = None
     if args.logit_adjust:
         labels = [label for f, label in list_files(Path(args.prior), names) if f.suffix.lower() in IMAGE_SUFFIXES]
@@ -106,10 +105,6 @@ def main() -> None:
 def model_path(name: str) -> Path:
     """A run folder's model, or a shipped model's name or a .keras file."""
     return Path(name) / MODEL_FILE if Path(name).is_dir() else find_model(name)
-
-
-def load(path: Path) -> keras.Model:
-    return load_keras_model(path)  # behind emotion.guard, as every load in the package
 
 
 if __name__ == "__main__":

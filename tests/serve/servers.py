@@ -31,16 +31,26 @@ def photo_jpeg(seed: int = 0, size=(480, 360)) -> bytes:
     return buf.getvalue()
 
 
-def children(pid: int) -> list[int]:
+def _live_with(field: int, value: int) -> list[int]:
+    """The processes, zombies left out, whose /proc/PID/stat field ``field`` (after the name) is ``value``."""
     out = []
     for entry in os.listdir("/proc"):
         try:
             fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if int(fields[1]) == pid and fields[0] != "Z":
+        if int(fields[field]) == value and fields[0] != "Z":
             out.append(int(entry))
     return out
+
+
+def children(pid: int) -> list[int]:
+    return _live_with(1, pid)  # the parent's pid
+
+
+def live_in_group(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that are not zombies (one whose parent has gone may wait for a reaper)."""
+    return _live_with(2, pgid)  # the process group
 
 
 def cmdline(pid: int) -> str:

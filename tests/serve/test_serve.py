@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, REPO, png_header_only, tiny_face_model
 from PIL import Image
-from servers import Server
+from servers import Server, live_in_group
 
 from emotion.tools.serve_bench import free_port
 
@@ -243,19 +243,6 @@ def read_status(s: socket.socket) -> int:
         data += chunk
     s.close()
     return int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/1.1 ") else -1
-
-
-def live_in_group(pgid: int) -> list[int]:
-    """Processes of group ``pgid`` that are not zombies (one whose parent has gone may wait for a reaper)."""
-    live = []
-    for entry in os.listdir("/proc"):
-        try:
-            fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            live.append(int(entry))
-    return live
 
 
 def test_sigterm_drains_in_flight_requests_and_exits_0(server):
