@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from contextlib import contextmanager
 
@@ -38,7 +37,7 @@ from emotion.cli import (
     video,
 )
 from emotion.cli.common import Parser, pick_runtime, uses_keras
-from emotion.errors import EmotionError, tell
+from emotion.errors import EmotionError, Terminated, stops_as_interrupts, tell
 from emotion.files import user_os_error
 
 # Every command, registered here and only here: name -> its module (HELP, add_arguments, run).
@@ -67,29 +66,15 @@ def early_checks(args) -> None:
         check(args)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, told as Ctrl-C is (a supervisor's stop, `kill PID`): the command stops where it is, its files whole."""
-
-
 @contextmanager
-def sigterm_as_interrupt(command: str):
-    """SIGTERM raises `Terminated` in the main thread (`serve` has its own shutdown, and keeps it)."""
+def stops_for(command: str):
+    """Ctrl-C and SIGTERM stop the command (`errors.stops_as_interrupts`); `serve` has its own shutdown, and
+    keeps it."""
     if command in ("serve", "serve-bench"):
         yield
         return
-
-    def stop(signum, frame):
-        raise Terminated()
-
-    try:
-        previous = signal.signal(signal.SIGTERM, stop)
-    except ValueError:  # not the main thread (main() called from a thread): leave signals alone
+    with stops_as_interrupts():
         yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def interrupted(args, e: KeyboardInterrupt) -> int:
@@ -114,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # usage errors (2), --help and --version (0)
         return e.code if isinstance(e.code, int) else 2
     try:
-        with sigterm_as_interrupt(args.command):
+        with stops_for(args.command):
             early_checks(args)  # bad paths, run folders and hostile model files: told before a framework loads
             pick_runtime(args)  # no framework here but onnxruntime: a shipped model runs on its ONNX export
             if hasattr(args, "backend") and uses_keras(args):

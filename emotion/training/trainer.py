@@ -18,7 +18,7 @@ import numpy as np
 
 from emotion import backends
 from emotion.data.datamodule import EmotionDataModule
-from emotion.errors import EmotionError
+from emotion.errors import EmotionError, raise_if_stopped
 from emotion.metrics import score
 from emotion.models.module import EmotionClassifier
 from emotion.models.surgery import freeze_features
@@ -35,7 +35,8 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 class _Loop(keras.callbacks.Callback):
     """The Trainer's own link to each epoch: it sets the data order for the epoch (a function of the epoch
     number, so a resumed run sees the batches an uninterrupted one would), records the history and calls the
-    module's epoch hooks. It runs before every other callback."""
+    module's epoch hooks. It runs before every other callback. After each batch it raises a Ctrl-C or SIGTERM
+    that Python lost where it arrived (`emotion.errors.stops_as_interrupts`)."""
 
     def __init__(self, trainer: Trainer, loader, rng=None):
         super().__init__()
@@ -49,7 +50,11 @@ class _Loop(keras.callbacks.Callback):
             self.loader.set_epoch(epoch + 1)
         self.trainer.module.on_train_epoch_start(self.trainer, epoch)
 
+    def on_train_batch_end(self, batch, logs=None):
+        raise_if_stopped()
+
     def on_epoch_end(self, epoch, logs=None):
+        raise_if_stopped()
         for k, v in (logs or {}).items():
             self.trainer.history.setdefault(k, []).append(float(v))
         self.trainer.current_epoch = epoch + 1
