@@ -120,6 +120,11 @@ def _fraction(value) -> bool:
     return 0 <= value <= 1
 
 
+def _margin_ok(value) -> bool:
+    """a number in [0, 2] (emotion.faces.base.MAX_MARGIN)"""
+    return 0 <= value <= 2
+
+
 def _between(lo: int, hi: int):
     def check(v):
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
@@ -178,6 +183,9 @@ class DataConfig:
     no_face: str = opt("keep", "with --faces crop, an image where no face is found: keep it whole or skip it",
                        choices=("keep", "skip"))
     detector: str = opt("blazeface", "face detector for --faces crop (docs/faces.md)", choices=("blazeface", "haar"))
+    margin: float | None = opt(None, "with --faces crop: each side of the face box grows by this share of its side "
+                               "before the square is cut (default: the detector's, FER2013's framing; docs/faces.md)",
+                               check=_margin_ok, metavar="M")
     votes: str | None = opt(None, "a CSV of each face's votes (FER+'s votes.csv: split, file, one column a class): "
                             "train on the vote distribution instead of the folder's label (validation and test "
                             "keep the folders' labels)", metavar="CSV")
@@ -463,6 +471,9 @@ def validate(cfg: Config) -> None:
         if value is not None and m.get("check") and not m["check"](value):
             raise EmotionError(f"{key} must be {m['check'].__doc__}, got {value!r}")
     d = cfg.data
+    if d.margin is not None and "crop" not in (d.faces, d.mix_in_faces):
+        raise EmotionError(f"data.margin applies to faces: crop (the square cut around each face found), "
+                           f"not faces: {d.faces}")
     batch_bytes = d.image_size ** 2 * (3 if d.color == "rgb" else 1) * d.batch_size * 4
     if batch_bytes > MAX_BATCH_BYTES:
         raise EmotionError(f"data.batch_size {d.batch_size} of {d.image_size}-px images is {batch_bytes / 2**30:.1f} "

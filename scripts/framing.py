@@ -110,7 +110,8 @@ def main() -> None:
             for level in levels:
                 row(f"margin {m}, centre moved {d:+.3f}" + ("" if level is None else
                                                             f", tilts beyond {level} degrees turned back"),
-                    [crop(f, bx, clf.image_size, clf.color, m, roll=0.0 if level is None else r - np.clip(r, -level, level))
+                    [crop(f, bx, clf.image_size, clf.color, m,
+                          roll=0.0 if level is None else r - np.clip(r, -level, level))
                      for f, bx, r in zip(frames, moved, rolls, strict=True)])
 
 

@@ -51,6 +51,8 @@ def test_print_config_round_trips(tmp_path, capsys):
     ({"data": {"color": "cmyk"}}, "data.color must be one of rgb, grayscale"),
     ({"data": {"split": [0.5, 0.5]}}, "split must be three fractions"),
     ({"trainer": {"logit_adjust": 1.5}}, "trainer.logit_adjust must be a number in .0, 1., got 1.5"),
+    ({"data": {"faces": "crop", "margin": 3}}, "data.margin must be a number in .0, 2. .emotion.faces"),
+    ({"data": {"margin": 0.2}}, "data.margin applies to faces: crop (the square cut around each face found)"),
 ])
 def test_config_mistakes_are_named(tmp_path, raw, text):
     import yaml

@@ -25,6 +25,7 @@ from emotion.data.folders import SPLITS, class_folders, is_presplit, subdirs
 from emotion.data.split import kfold_indices, split_indices
 from emotion.data.votes import read_votes, soft_targets
 from emotion.errors import EmotionError
+from emotion.faces.detect import make_detector
 
 
 class EmotionDataModule:
@@ -52,7 +53,14 @@ class EmotionDataModule:
     def _load(self, base: Path) -> Folder:
         cfg = self.cfg
         return load_folder(base, self.class_names, cfg.image_size, cfg.color, cfg.cache, cfg.faces, cfg.no_face,
-                           cfg.detector, cfg.max_image_mb, self.progress)
+                           self.detector(), cfg.max_image_mb, self.progress)
+
+    def detector(self):
+        """The face detector ``faces: crop`` cuts with (its margin ``data.margin`` where set); None otherwise."""
+        cfg = self.cfg
+        if "crop" not in (cfg.faces, cfg.mix_in_faces):
+            return None
+        return make_detector(cfg.detector, margin=cfg.margin)
 
     def _mix_in(self) -> None:
         """``data.mix_in``: add that folder's images (its train/ where pre-split) to the training split. Files
@@ -70,7 +78,7 @@ class EmotionDataModule:
             raise EmotionError(f"--mix-in folder {base} lacks class folder(s) {missing}")
         faces = cfg.mix_in_faces or cfg.faces
         extra = load_folder(base, self.class_names, cfg.image_size, cfg.color, cfg.cache, faces, "keep",
-                            cfg.detector, cfg.max_image_mb, self.progress)
+                            self.detector(), cfg.max_image_mb, self.progress)
         held_out = set(self.val.digests) | set(self.test.digests)
         keep = np.array([i for i, d in enumerate(extra.digests) if d not in held_out], dtype=int)
         if cfg.mix_in_max and len(keep) > cfg.mix_in_max:

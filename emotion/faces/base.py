@@ -10,10 +10,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emotion.errors import EmotionError
+
 # Each side of a face box grows by this share of the box's side before the square is cut. A detector's boxes
-# have their own framing, so each detector has its margin (HaarDetector.margin, BlazeFaceDetector.margin),
-# chosen with the FER2013 model on the seed's web photos (docs/faces.md); this is the crop function's default.
-MARGIN = 0.15
+# have their own framing, so each detector has its margin (HaarDetector.margin, BlazeFaceDetector.margin): the
+# one that cuts the square FER2013's faces were cut as, on which the models learn faces (measured where the
+# faces' framing is known: docs/faces.md, "The framing"); this is the crop function's default, BlazeFace's.
+MARGIN = 0.1
+MAX_MARGIN = 2.0  # a square five times the box's side
+
+
+def check_margin(margin) -> float:
+    """``margin`` as a float, or a one-line `EmotionError` where it is not a number in [0, `MAX_MARGIN`]."""
+    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin <= MAX_MARGIN:
+        raise EmotionError(f"the crop margin must be a number in [0, {MAX_MARGIN:g}] (a share of the face box's "
+                           f"side added on each side), got {margin!r}")
+    return float(margin)
 # The smallest face either detector reports: its box's longer side, in the image's own pixels (why 20 px, as
 # measured: docs/faces.md, "The smallest face"). Pass ``min_side=0`` to a detector to keep every face.
 MIN_FACE_SIDE = 20

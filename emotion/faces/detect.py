@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 
 from emotion.errors import EmotionError
-from emotion.faces.base import MARGIN, Face
+from emotion.faces.base import MARGIN, Face, check_margin
 from emotion.faces.blazeface import BlazeFaceDetector
 from emotion.faces.haar import HaarDetector
 
@@ -47,17 +47,18 @@ def check_detector(name: str | None = None, min_score: float | None = None) -> s
     return name
 
 
-def make_detector(name: str | None = None, min_score: float | None = None):
+def make_detector(name: str | None = None, min_score: float | None = None, margin: float | None = None):
     """The named detector (default: blazeface), made once per process and setting. ``min_score``: the score a
     BlazeFace detection needs to count as a face (default 0.5, MediaPipe's; docs/faces.md weighs faces found
-    against accuracy on them); Haar's detections carry no such 0-1 score."""
+    against accuracy on them); Haar's detections carry no such 0-1 score. ``margin``: the crop's (default: the
+    detector's, FER2013's framing)."""
     name = check_detector(name, min_score)
-    key = (name, None if min_score is None else float(min_score))
+    key = (name, None if min_score is None else float(min_score), None if margin is None else check_margin(margin))
     if key not in _MADE:
         if name == "blazeface":
-            _MADE[key] = BlazeFaceDetector() if min_score is None else BlazeFaceDetector(min_score=min_score)
+            _MADE[key] = BlazeFaceDetector(margin=margin, **({} if min_score is None else {"min_score": min_score}))
         else:
-            _MADE[key] = HaarDetector()
+            _MADE[key] = HaarDetector(margin=margin)
     return _MADE[key]
 
 

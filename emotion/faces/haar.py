@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from emotion.errors import EmotionError
-from emotion.faces.base import MIN_FACE_SIDE, Face
+from emotion.faces.base import MIN_FACE_SIDE, Face, check_margin
 
 
 def cascade_path(name: str = "haarcascade_frontalface_default.xml") -> Path:
@@ -32,16 +32,18 @@ class HaarDetector:
     (small images are scaled up: web thumbnails hold faces of 30 px), then boxes mapped back to the image.
 
     ``min_size`` is the smallest face searched for, as a share of the scaled longer side (0.05: 32 px at 640);
-    ``min_side`` the smallest kept, in the image's own pixels (`MIN_FACE_SIDE`). One cascade
+    ``min_side`` the smallest kept, in the image's own pixels (`MIN_FACE_SIDE`); ``margin`` how much each side of
+    a box grows before the square is cut (None: the class's ``margin``). One cascade
     object per thread: OpenCV's `CascadeClassifier` is not safe to share between threads.
     """
 
     name = "haar"
-    margin = 0.15  # Haar's boxes run brow to mouth
+    margin = 0.05  # a Haar box is about a FER2013 face's own framing (docs/faces.md, "The framing")
 
     def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", side: int = 640,
                  scale_factor: float = 1.1, min_neighbors: int = 5, min_size: float = 0.04,
-                 min_side: int = MIN_FACE_SIDE):
+                 min_side: int = MIN_FACE_SIDE, margin: float | None = None):
+        self.margin = check_margin(self.margin if margin is None else margin)
         self.path = cascade_path(cascade)
         self.side, self.scale_factor, self.min_neighbors, self.min_size = side, scale_factor, min_neighbors, min_size
         self.min_side = int(min_side)

@@ -20,7 +20,6 @@ import numpy as np
 
 from emotion import __version__, backends
 from emotion.errors import EmotionError
-from emotion.faces.detect import make_detector
 from emotion.files import atomic_path, write_atomic  # noqa: F401 (the run folder's writers; callers import them here)
 
 if TYPE_CHECKING:  # annotations only: this module imports no framework
@@ -114,7 +113,7 @@ def model_meta(model: keras.Model, dm: EmotionDataModule, preset: str) -> dict:
         "class_names": dm.class_names,
         "faces": "crop" if dm.cfg.faces in ("crop", "given") else "none",
         # trained on crops: the margin they were cut with; on given faces: the detector's own at inference
-        "margin": make_detector(dm.cfg.detector).margin if dm.cfg.faces == "crop" else None,
+        "margin": dm.detector().margin if dm.cfg.faces == "crop" else None,
         "detector": dm.cfg.detector,
         "image_size": dm.cfg.image_size,
         "color": dm.cfg.color,

@@ -177,3 +177,30 @@ def test_real_photos(detectors):
     for model, floor in WEB_FLOOR.items():
         found = sum(bool(detectors[model].detect(a)) for a in images)
         assert found >= floor, f"{model}: faces in {found} of 40 photos"
+
+
+FERPLUS_VAL = SHARED_DATA / "ferplus" / "val"
+
+
+@pytest.mark.skipif(not (FERPLUS_VAL / "happy").is_dir(), reason=f"no FER+ faces at {FERPLUS_VAL}")
+def test_the_default_margin_cuts_the_square_fer2013_faces_were_cut_as():
+    """The shipped face models learnt FER2013's 48x48 crops; a crop of a found face shows them a face framed the
+    same way. FER+ faces pasted into frames: the median pasted square is 1 + 2 x margin box sides (measured on
+    3,120 val faces: 1.200; scripts/framing.py, docs/faces.md "The framing")."""
+    import cv2
+
+    files = sorted(FERPLUS_VAL.glob("*/*.png"))[::32]  # 100 of the 3,191, every class
+    rng = np.random.default_rng(0)
+    det = BlazeFaceDetector()
+    ratios = []
+    for path in files:
+        side = int(rng.integers(96, 193))
+        face_img = np.asarray(Image.open(path).convert("RGB").resize((side, side), Image.Resampling.BICUBIC))
+        frame = cv2.GaussianBlur(rng.integers(60, 200, (360, 480, 3), dtype=np.uint8), (0, 0), 3)
+        x, y = int(rng.integers(0, 480 - side)), int(rng.integers(0, 360 - side))
+        frame[y:y + side, x:x + side] = face_img
+        hits = [f for f in det.detect(frame) if x <= f.box[0] + f.box[2] / 2 <= x + side]
+        if hits:
+            ratios.append(side / hits[0].side)
+    assert len(ratios) >= 90, f"BlazeFace found {len(ratios)} of {len(files)} pasted faces"
+    assert abs(np.median(ratios) - (1 + 2 * BlazeFaceDetector.margin)) < 0.05, np.median(ratios)

@@ -150,6 +150,25 @@ def test_fit_with_faces_crop_records_what_it_did(face_run):
     assert clf.faces == "all" and clf.face_model, "a face model crops every face by default"
 
 
+def test_a_crop_margin_set_for_training_is_the_models_margin(faces_dir, face_run, tmp_path):
+    """``data.margin`` cuts the training crops (and keys their cache) and is recorded in the model, so that every
+    consumer cuts faces as it learnt them; without it, the detector's own (FER2013's framing) is recorded."""
+    from emotion.faces.detect import make_detector
+    from emotion.modelfile import read_meta
+    from emotion.predictor import Predictor
+
+    assert read_meta(face_run / "imageclassifier.keras")["margin"] == make_detector().margin == 0.1
+    out = tmp_path / "wide"
+    assert main(["fit", "--data", str(faces_dir), "--out", str(out), "--epochs", "1", "--image-size", "32",
+                 "--batch-size", "8", "--faces", "crop", "--margin", "0.4", "--quiet", "--split", "0.6,0.2,0.2",
+                 "--cache", str(tmp_path / "cache")]) == 0
+    assert read_meta(out / "imageclassifier.keras")["margin"] == 0.4
+    assert Predictor.load(out / "imageclassifier.keras").margin == 0.4
+    image = np.asarray(face(0, np.random.default_rng(5), 160))
+    (found,) = make_detector().detect(image)[:1]
+    assert not np.array_equal(crop(image, found.box, 32, "grayscale", 0.4), crop(image, found.box, 32, "grayscale"))
+
+
 def test_fit_with_faces_crop_can_skip_faceless_images(faces_dir, tmp_path, capsys):
     assert main(["fit", "--data", str(faces_dir), "--out", str(tmp_path / "r"), "--epochs", "1", "--image-size",
                  "32", "--batch-size", "8", "--faces", "crop", "--no-face", "skip", "--quiet", "--split",
