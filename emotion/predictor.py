@@ -69,7 +69,9 @@ class Predictor:
 
     @property
     def detector(self):
-        return make_detector(self.detector_name, self.min_face_score)
+        """The detector this model's faces are found with, cutting them with the model's margin (recorded by a
+        model trained on crops; else the detector's own), wherever they are cut: `inputs`, `emotion test`."""
+        return make_detector(self.detector_name, self.min_face_score, self.margin)
 
     @classmethod
     def load(cls, path: str | Path | None = None, class_names: list[str] | None = None,
