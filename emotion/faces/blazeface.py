@@ -111,6 +111,7 @@ class BlazeFaceDetector:
     detection needs (MediaPipe's default 0.5). ``iou``: the overlap above which detections merge (0.3).
     ``min_side``: the smallest face kept, its box's longer side in the image's pixels (`MIN_FACE_SIDE`, 20).
     ``margin``: how much each side of a box grows before the square is cut (None: the class's ``margin``).
+    ``border``: the black border around a photo with a big face, searched again (`BORDER`; 0: never).
     One LiteRT interpreter per thread (an interpreter is not safe to share), each on ``num_threads`` threads.
     """
 
