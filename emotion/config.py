@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 
 from emotion.errors import EmotionError
+from emotion.faces.base import margin_ok
 
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")  # Keras dtype policies a model can be built with
 
@@ -120,11 +121,6 @@ def _fraction(value) -> bool:
     return 0 <= value <= 1
 
 
-def _margin_ok(value) -> bool:
-    """a number in [0, 2] (emotion.faces.base.MAX_MARGIN)"""
-    return 0 <= value <= 2
-
-
 def _between(lo: int, hi: int):
     def check(v):
         return isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
@@ -185,7 +181,7 @@ class DataConfig:
     detector: str = opt("blazeface", "face detector for --faces crop (docs/faces.md)", choices=("blazeface", "haar"))
     margin: float | None = opt(None, "with --faces crop: each side of the face box grows by this share of its side "
                                "before the square is cut (default: the detector's, FER2013's framing; docs/faces.md)",
-                               check=_margin_ok, metavar="M")
+                               check=margin_ok, metavar="M")
     votes: str | None = opt(None, "a CSV of each face's votes (FER+'s votes.csv: split, file, one column a class): "
                             "train on the vote distribution instead of the folder's label (validation and test "
                             "keep the folders' labels)", metavar="CSV")

@@ -21,7 +21,7 @@ import numpy as np
 
 from emotion import backends
 from emotion.errors import EmotionError
-from emotion.faces.base import MAX_MARGIN
+from emotion.faces.base import margin_ok
 from emotion.guard import Limits, check_loaded, check_model_file
 from emotion.onnxguard import check_onnx_file
 
@@ -122,8 +122,7 @@ def _clean_meta(meta: dict) -> dict:
     if names is not None and not (isinstance(names, list) and all(isinstance(n, str | int) for n in names)):
         meta.pop("class_names")
     margin = meta.get("margin")
-    if margin is not None and not (isinstance(margin, int | float) and not isinstance(margin, bool)
-                                   and 0 <= margin <= MAX_MARGIN):
+    if margin is not None and not margin_ok(margin):
         meta.pop("margin")
     for key in ("detector", "faces"):
         if meta.get(key) is not None and not isinstance(meta[key], str):

@@ -6,9 +6,8 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-
-import numpy as np
 
 from emotion.errors import EmotionError
 
@@ -18,17 +17,24 @@ from emotion.errors import EmotionError
 # faces' framing is known: docs/faces.md, "The framing"); this is the crop function's default, BlazeFace's.
 MARGIN = 0.1
 MAX_MARGIN = 2.0  # a square five times the box's side
-
-
-def check_margin(margin) -> float:
-    """``margin`` as a float, or a one-line `EmotionError` where it is not a number in [0, `MAX_MARGIN`]."""
-    if isinstance(margin, bool) or not isinstance(margin, int | float) or not 0 <= margin <= MAX_MARGIN:
-        raise EmotionError(f"the crop margin must be a number in [0, {MAX_MARGIN:g}] (a share of the face box's "
-                           f"side added on each side), got {margin!r}")
-    return float(margin)
 # The smallest face either detector reports: its box's longer side, in the image's own pixels (why 20 px, as
 # measured: docs/faces.md, "The smallest face"). Pass ``min_side=0`` to a detector to keep every face.
 MIN_FACE_SIDE = 20
+
+
+def margin_ok(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_MARGIN
+
+
+margin_ok.__doc__ = f"a number in [0, {MAX_MARGIN:g}] (emotion.faces.base.MAX_MARGIN)"  # what a setting's check says
+
+
+def check_margin(margin) -> float:
+    """``margin`` as a float, or a one-line `EmotionError` where it is not `margin_ok`."""
+    if not margin_ok(margin):
+        raise EmotionError(f"the crop margin must be a number in [0, {MAX_MARGIN:g}] (a share of the face box's "
+                           f"side added on each side), got {margin!r}")
+    return float(margin)
 
 
 @dataclass(frozen=True)
@@ -52,7 +58,7 @@ class Face:
         if self.eyes is None:
             return 0.0
         (x1, y1), (x2, y2) = sorted(self.eyes)
-        return float(np.degrees(np.arctan2(y2 - y1, x2 - x1)))
+        return math.degrees(math.atan2(y2 - y1, x2 - x1))
 
     def to_dict(self) -> dict:
         return {"box": list(self.box), "score": round(self.score, 4)}
