@@ -53,6 +53,30 @@ def check(args) -> None:
     check_model(args)
 
 
+def match_classes(folders: list[str], known: list[str], base) -> list[str]:
+    """The model's class for each class folder: the same name, else the one name that differs only in case
+    (a folder ``Happy/`` is the class ``happy``). A folder matching none, or two folders one class, is an error."""
+    by_lower: dict[str, list[str]] = {}
+    for k in known:
+        by_lower.setdefault(k.lower(), []).append(k)
+
+    def model_class(folder: str) -> str | None:
+        same = by_lower.get(folder.lower(), [])
+        return folder if folder in known else same[0] if len(same) == 1 else None
+
+    names = [model_class(c) for c in folders]
+    unknown = [c for c, n in zip(folders, names, strict=True) if n is None]
+    if unknown:
+        raise EmotionError(f"class folder(s) {unknown} in {base} are not classes of the model, which knows: "
+                           f"{', '.join(known)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        same = [c for c, n in zip(folders, names, strict=True) if n in twice]
+        raise EmotionError(f"class folders {same} in {base} are the same class of the model "
+                           f"({', '.join(twice)}): keep one")
+    return names
+
+
 def run(args) -> int:
     root = Path(args.data)
     class_folders(root, args.classes)  # data errors before the model loads
@@ -69,10 +93,7 @@ def run(args) -> int:
         if len(names) != len(known):
             raise EmotionError(f"the model knows {len(known)} classes {known}, the data has {len(names)}: {names}")
         known = names
-    unknown = [c for c in names if c not in known]
-    if unknown:
-        raise EmotionError(f"class folder(s) {unknown} in {base} are not classes of the model, which knows: "
-                           f"{', '.join(known)}")
+    folders, names = names, match_classes(names, known, base)
     if args.restrict and len(names) < 2:
         raise EmotionError(f"--restrict needs at least two class folders in {base}, found {names}")
     if args.tta_flip and not any(layer.name == "flip_tta" for layer in clf.model.layers):
@@ -80,7 +101,7 @@ def run(args) -> int:
 
         clf.model = with_flip_tta(clf.model)
     faces = args.faces or ("crop" if clf.face_model else "none")
-    folder = load_folder(base, names, clf.image_size, clf.color, args.cache, faces=faces,
+    folder = load_folder(base, folders, clf.image_size, clf.color, args.cache, faces=faces,
                          detector=clf.detector if faces == "crop" else None, max_image_mb=args.max_image_mb,
                          progress=False if args.quiet else None)
     for path, reason in folder.invalid:

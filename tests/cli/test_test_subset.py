@@ -67,3 +67,22 @@ def test_a_folder_class_the_model_does_not_know_is_one_line_naming_it(capsys, th
     assert main(["test", "--model", str(three_class_model), "--data", str(tmp_path), "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "['surprise']" in err[0] and "angry, happy, sad" in err[0], err
+
+
+def test_class_folders_match_the_models_classes_ignoring_case(capsys, three_class_model, happy_sad, tmp_path):
+    for c, folder in (("happy", "Happy"), ("sad", "SAD")):
+        for f in (happy_sad / c).iterdir():
+            (tmp_path / folder).mkdir(exist_ok=True)
+            (tmp_path / folder / f.name).write_bytes(f.read_bytes())
+    lower = run_json(capsys, "--model", str(three_class_model), "--data", str(happy_sad))
+    upper = run_json(capsys, "--model", str(three_class_model), "--data", str(tmp_path))
+    assert upper["class_names"] == ["happy", "sad"] and upper["per_class"] == lower["per_class"]
+    assert upper["confusion_matrix"] == lower["confusion_matrix"]
+
+
+def test_two_folders_of_one_class_are_one_line_naming_them(capsys, three_class_model, tmp_path):
+    for c in ("happy", "Happy", "sad"):
+        write_image(tmp_path / c / "x.png", size=(32, 32))
+    assert main(["test", "--model", str(three_class_model), "--data", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'Happy', 'happy'" in err[0] and "keep one" in err[0], err
