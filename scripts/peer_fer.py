@@ -25,7 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from emotion.data.folders import is_presplit, list_files, subdirs
+from emotion.data.folders import is_presplit, list_files, match_classes, subdirs
+from emotion.errors import EmotionError
 from emotion.images import decode_image
 from emotion.metrics import score_classes
 
@@ -46,13 +47,14 @@ def main() -> int:
         sys.exit(f"peer_fer: the fer package is not importable here ({e}); see this script's docstring")
     root = Path(args.data)
     base = root / args.split if is_presplit(root) else root
-    names = sorted(args.classes.split(",")) if args.classes else subdirs(base)
-    unknown = [c for c in names if c not in PEER]
-    if unknown:
-        sys.exit(f"peer_fer: class folder(s) {unknown} are not classes of fer's model ({', '.join(PEER)})")
+    folders = sorted(args.classes.split(",")) if args.classes else subdirs(base)
+    try:
+        names = match_classes(folders, PEER, base)  # as `emotion test` matches a folder to a model's class
+    except EmotionError as e:
+        sys.exit(f"peer_fer: {e}")
     detector, whole = FER(), FER(offsets=(0, 0))
     probs, labels, found, unreadable = [], [], 0, 0
-    for path, label in list_files(base, names):
+    for path, label in list_files(base, folders):
         try:
             bgr = np.ascontiguousarray(decode_image(path, "rgb", max_side=2000)[..., ::-1])
         except ValueError:

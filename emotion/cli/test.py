@@ -21,7 +21,7 @@ from emotion.cli.common import (
     warn_undefined,
 )
 from emotion.data.cache import load_folder
-from emotion.data.folders import class_folders, is_presplit, subdirs
+from emotion.data.folders import class_folders, is_presplit, match_classes, subdirs
 from emotion.errors import EmotionError
 from emotion.metrics import figure, score_classes
 from emotion.predictor import Predictor
@@ -51,30 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def check(args) -> None:
     class_folders(Path(args.data), args.classes)
     check_model(args)
-
-
-def match_classes(folders: list[str], known: list[str], base) -> list[str]:
-    """The model's class for each class folder: the same name, else the one name that differs only in case
-    (a folder ``Happy/`` is the class ``happy``). A folder matching none, or two folders one class, is an error."""
-    by_lower: dict[str, list[str]] = {}
-    for k in known:
-        by_lower.setdefault(k.lower(), []).append(k)
-
-    def model_class(folder: str) -> str | None:
-        same = by_lower.get(folder.lower(), [])
-        return folder if folder in known else same[0] if len(same) == 1 else None
-
-    names = [model_class(c) for c in folders]
-    unknown = [c for c, n in zip(folders, names, strict=True) if n is None]
-    if unknown:
-        raise EmotionError(f"class folder(s) {unknown} in {base} are not classes of the model, which knows: "
-                           f"{', '.join(known)}")
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        same = [c for c, n in zip(folders, names, strict=True) if n in twice]
-        raise EmotionError(f"class folders {same} in {base} are the same class of the model "
-                           f"({', '.join(twice)}): keep one")
-    return names
 
 
 def run(args) -> int:

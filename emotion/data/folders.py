@@ -3,6 +3,7 @@
 
     class_folders("../shared/data/web-happy-sad")          # ['happy', 'sad']
     is_presplit(Path("../shared/data/fer2013"))            # True
+    match_classes(["Happy", "sad"], MODEL_CLASSES, base)   # ['happy', 'sad']: each folder's class of a model
 """
 from __future__ import annotations
 
@@ -64,3 +65,29 @@ def class_folders(root: str | Path, classes: list[str] | None = None) -> list[st
 def list_files(base: Path, class_names: list[str]) -> list[tuple[Path, int]]:
     """Every non-hidden file under each class folder, recursively, with its class index."""
     return [(p, label) for label, c in enumerate(class_names) for p in _files_under(base / c)]
+
+
+def match_classes(folders: list[str], known: list[str], base) -> list[str]:
+    """The model's class for each class folder: the same name, else the one name that differs only in case
+    (a folder ``Happy/`` is the class ``happy``). A folder matching none, or two folders one class, is an error."""
+    by_lower: dict[str, list[str]] = {}
+    for k in known:
+        by_lower.setdefault(k.lower(), []).append(k)
+
+    def model_class(folder: str) -> str | None:
+        if folder in known:
+            return folder
+        same = by_lower.get(folder.lower(), [])
+        return same[0] if len(same) == 1 else None
+
+    names = [model_class(c) for c in folders]
+    unknown = [c for c, n in zip(folders, names, strict=True) if n is None]
+    if unknown:
+        raise EmotionError(f"class folder(s) {unknown} in {base} are not classes of the model, which knows: "
+                           f"{', '.join(known)}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        same = [c for c, n in zip(folders, names, strict=True) if n in twice]
+        raise EmotionError(f"class folders {same} in {base} are the same class of the model "
+                           f"({', '.join(twice)}): keep one")
+    return names
